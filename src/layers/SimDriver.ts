@@ -1,0 +1,471 @@
+/**
+ * The simulated device: a `DriverPort` over plain memory bookkeeping, with the real driver's
+ * rules, a ledger of every live chunk, range, mapping and classic allocation, and optional fault
+ * injection. It is the default device wherever no GPU is present, and the recording port of the
+ * tests (Note [Plans as a dialogue]).
+ *
+ * Note [Simulated address space]
+ * ------------------------------
+ * Virtual reservations and `memAlloc` allocations get realistic 47-bit addresses from two
+ * disjoint regions, placed first-fit in address order over the holes freed before, as the CUDA
+ * driver's VA allocator roughly does. Policies must not depend on them (the CUDA layer returns
+ * other addresses); they exist so that tests can check overlap and translation exactly.
+ *
+ * Note [Simulated physical memory]
+ * --------------------------------
+ * A chunk's bytes count against the capacity from `memCreate` until it is both released and
+ * unmapped everywhere (`cuMemRelease` on a mapped handle defers the free to the last unmap, as
+ * the driver does). `memAlloc` bytes count until `memFree`. Nothing stores the bytes themselves;
+ * `translate` maps a virtual extent to the physical (chunk, offset) pieces behind it, which is
+ * what the invariant tests need to prove that no physical byte is reachable from two live blocks.
+ *
+ * @since 0.1.0
+ */
+import type { DriverCallKind, DriverPort } from "../domain/DriverPort.ts"
+import { DriverError, type DriverFailureReason } from "../domain/Errors.ts"
+import { type Address, type ChunkHandle, formatBytes, GiB, MiB } from "../domain/Units.ts"
+
+/** @category models */
+export interface SimDriverOptions {
+  /** Device memory in bytes (default 80 GiB). */
+  readonly capacity?: number
+  /** VMM granularity in bytes (default 2 MiB). */
+  readonly granularity?: number
+  /** Device name reported by the session. */
+  readonly name?: string
+  /** Fraction (0..1) of acquiring driver calls that fail, as the real driver can. */
+  readonly faultRate?: number
+  /** Seed of the fault injector's generator. */
+  readonly seed?: number
+  /** Keep a log of every step performed (tests). */
+  readonly record?: boolean
+}
+
+/** A step performed, as recorded. @category models */
+export interface SimStep {
+  readonly call: DriverCallKind
+  readonly a: number
+  readonly b: number
+  readonly c: number
+}
+
+interface Chunk {
+  readonly handle: number
+  readonly bytes: number
+  mappings: number
+  released: boolean
+}
+
+interface Mapping {
+  readonly offset: number
+  readonly bytes: number
+  readonly handle: number
+  access: boolean
+}
+
+interface Range {
+  readonly base: number
+  readonly bytes: number
+  /** Sorted by offset, non-overlapping. */
+  readonly maps: Array<Mapping>
+}
+
+/** A piece of physical memory behind a virtual extent. @category models */
+export interface PhysicalPiece {
+  /** The chunk handle, or for a `memAlloc` allocation its base address (negated, to keep the two apart). */
+  readonly chunk: number
+  readonly offset: number
+  readonly bytes: number
+}
+
+/** What is alive in the simulator right now. @category models */
+export interface Ledger {
+  readonly chunks: number
+  readonly ranges: number
+  readonly mappings: number
+  readonly allocations: number
+  readonly physicalBytes: number
+}
+
+const VA_BASE = 0x7f00_0000_0000
+const VA_LIMIT = 0x7fff_0000_0000
+const ALLOC_BASE = 0x7e00_0000_0000
+const ALLOC_LIMIT = 0x7eff_0000_0000
+
+/** First-fit placement over an address window, with freed holes reused. */
+class AddressSpace {
+  /** Free holes, sorted by start: [start, end) pairs flattened. */
+  private holes: Array<number>
+  constructor(start: number, end: number) {
+    this.holes = [start, end]
+  }
+  take(bytes: number, align: number): number | undefined {
+    const h = this.holes
+    for (let i = 0; i < h.length; i += 2) {
+      const start = Math.ceil(h[i]! / align) * align
+      const end = h[i + 1]!
+      if (start + bytes <= end) {
+        const pieces: Array<number> = []
+        if (start > h[i]!) pieces.push(h[i]!, start)
+        if (start + bytes < end) pieces.push(start + bytes, end)
+        h.splice(i, 2, ...pieces)
+        return start
+      }
+    }
+    return undefined
+  }
+  give(start: number, bytes: number): void {
+    const h = this.holes
+    let i = 0
+    while (i < h.length && h[i]! < start) i += 2
+    h.splice(i, 0, start, start + bytes)
+    // Coalesce with the neighbours on both sides.
+    if (i + 2 < h.length && h[i + 1] === h[i + 2]) h.splice(i + 1, 2)
+    if (i >= 2 && h[i - 1] === h[i]) h.splice(i - 1, 2)
+  }
+}
+
+/** Mulberry32: a small, seedable generator for fault injection. */
+const mulberry32 = (seed: number) => {
+  let a = seed >>> 0
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0
+    let t = a
+    t = Math.imul(t ^ (t >>> 15), t | 1)
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
+  }
+}
+
+const CODE: Record<DriverFailureReason, number> = {
+  OutOfMemory: 2,
+  InvalidValue: 1,
+  NotInitialized: 3,
+  NoDevice: 100,
+  InvalidContext: 201,
+  NotReady: 600,
+  NotSupported: 801,
+  Unknown: 999
+}
+
+const fail = (call: string, reason: DriverFailureReason, detail: string): never => {
+  throw new DriverError({ call, reason, code: CODE[reason], detail })
+}
+
+/**
+ * The simulated device.
+ * @category constructors
+ */
+export class SimDriver implements DriverPort {
+  readonly granularity: number
+  readonly capacity: number
+  readonly name: string
+  /** Steps performed, when `record` is set. */
+  readonly log: Array<SimStep> | undefined
+  /** Injected faults so far. */
+  faults = 0
+
+  private readonly chunks = new Map<number, Chunk>()
+  private readonly ranges = new Map<number, Range>()
+  /** Range bases sorted ascending, to find the range holding an address. */
+  private readonly rangeBases: Array<number> = []
+  private readonly allocations = new Map<number, number>()
+  private readonly va = new AddressSpace(VA_BASE, VA_LIMIT)
+  private readonly allocSpace = new AddressSpace(ALLOC_BASE, ALLOC_LIMIT)
+  private nextHandle = 1
+  private physical = 0
+  private readonly faultRate: number
+  private readonly random: () => number
+
+  constructor(options: SimDriverOptions = {}) {
+    this.capacity = options.capacity ?? GiB(80)
+    this.granularity = options.granularity ?? MiB(2)
+    this.name = options.name ?? `simulated device (${formatBytes(this.capacity)}, granule ${formatBytes(this.granularity)})`
+    this.log = options.record ? [] : undefined
+    this.faultRate = options.faultRate ?? 0
+    this.random = mulberry32(options.seed ?? 1)
+    if (!(this.granularity > 0 && Number.isInteger(this.granularity))) {
+      fail("SimDriver", "InvalidValue", `granularity must be a positive integer, got ${this.granularity}`)
+    }
+    if (!(this.capacity >= 0 && Number.isInteger(this.capacity))) {
+      fail("SimDriver", "InvalidValue", `capacity must be a non-negative integer, got ${this.capacity}`)
+    }
+  }
+
+  // --- fault injection -------------------------------------------------------------------------
+
+  /** Fails an acquiring call at the configured rate, as the real driver can. */
+  private maybeFault(call: string, reason: DriverFailureReason): void {
+    if (this.faultRate > 0 && this.random() < this.faultRate) {
+      this.faults++
+      fail(call, reason, "injected fault")
+    }
+  }
+
+  private record(call: DriverCallKind, a: number, b: number, c: number): void {
+    if (this.log !== undefined) this.log.push({ call, a, b, c })
+  }
+
+  private checkSize(call: string, bytes: number): void {
+    if (!(Number.isInteger(bytes) && bytes > 0)) fail(call, "InvalidValue", `size ${bytes} is not a positive integer`)
+    if (bytes % this.granularity !== 0) {
+      fail(call, "InvalidValue", `size ${bytes} is not a multiple of the granularity ${this.granularity}`)
+    }
+  }
+
+  // --- physical chunks -------------------------------------------------------------------------
+
+  memCreate(bytes: number): ChunkHandle {
+    this.checkSize("cuMemCreate", bytes)
+    if (this.physical + bytes > this.capacity) {
+      fail("cuMemCreate", "OutOfMemory",
+        `${formatBytes(bytes)} requested, ${formatBytes(this.capacity - this.physical)} of ${formatBytes(this.capacity)} free`)
+    }
+    this.maybeFault("cuMemCreate", "OutOfMemory")
+    const handle = this.nextHandle++
+    this.chunks.set(handle, { handle, bytes, mappings: 0, released: false })
+    this.physical += bytes
+    this.record("memCreate", bytes, handle, 0)
+    return handle as ChunkHandle
+  }
+
+  memRelease(handle: ChunkHandle): void {
+    const chunk = this.chunks.get(handle)
+    if (chunk === undefined || chunk.released) fail("cuMemRelease", "InvalidValue", `unknown or released handle ${handle}`)
+    chunk!.released = true
+    if (chunk!.mappings === 0) this.dropChunk(chunk!)
+    this.record("memRelease", handle, 0, 0)
+  }
+
+  private dropChunk(chunk: Chunk): void {
+    this.chunks.delete(chunk.handle)
+    this.physical -= chunk.bytes
+  }
+
+  // --- virtual ranges --------------------------------------------------------------------------
+
+  addressReserve(bytes: number): Address {
+    this.checkSize("cuMemAddressReserve", bytes)
+    this.maybeFault("cuMemAddressReserve", "OutOfMemory")
+    const base = this.va.take(bytes, this.granularity)
+    if (base === undefined) return fail("cuMemAddressReserve", "OutOfMemory", `no ${formatBytes(bytes)} of virtual space left`)
+    this.ranges.set(base, { base, bytes, maps: [] })
+    insertSorted(this.rangeBases, base)
+    this.record("addressReserve", bytes, base, 0)
+    return base as Address
+  }
+
+  addressFree(va: Address, bytes: number): void {
+    const range = this.ranges.get(va)
+    if (range === undefined) return fail("cuMemAddressFree", "InvalidValue", `0x${va.toString(16)} is not a reservation's base`)
+    if (range.bytes !== bytes) {
+      fail("cuMemAddressFree", "InvalidValue", `size ${bytes} differs from the reserved size ${range.bytes}`)
+    }
+    if (range.maps.length > 0) {
+      fail("cuMemAddressFree", "InvalidValue", `${range.maps.length} mapping(s) still live in the range`)
+    }
+    this.ranges.delete(va)
+    removeSorted(this.rangeBases, va)
+    this.va.give(va, bytes)
+    this.record("addressFree", va, bytes, 0)
+  }
+
+  /** The range holding [va, va + bytes), or a failure of `call`. */
+  private rangeOf(call: string, va: number, bytes: number): Range {
+    const bases = this.rangeBases
+    let lo = 0
+    let hi = bases.length - 1
+    let found = -1
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1
+      if (bases[mid]! <= va) {
+        found = mid
+        lo = mid + 1
+      } else hi = mid - 1
+    }
+    const range = found >= 0 ? this.ranges.get(bases[found]!) : undefined
+    if (range === undefined || va + bytes > range.base + range.bytes) {
+      return fail(call, "InvalidValue", `[0x${va.toString(16)}, +${bytes}) is not inside one reserved range`)
+    }
+    return range
+  }
+
+  // --- mappings --------------------------------------------------------------------------------
+
+  memMap(va: Address, bytes: number, handle: ChunkHandle): void {
+    this.checkSize("cuMemMap", bytes)
+    const chunk = this.chunks.get(handle)
+    if (chunk === undefined || chunk.released) fail("cuMemMap", "InvalidValue", `unknown or released handle ${handle}`)
+    if (chunk!.bytes !== bytes) fail("cuMemMap", "InvalidValue", `size ${bytes} differs from the chunk's ${chunk!.bytes}`)
+    const range = this.rangeOf("cuMemMap", va, bytes)
+    const offset = va - range.base
+    if (offset % this.granularity !== 0) fail("cuMemMap", "InvalidValue", `address 0x${va.toString(16)} is not aligned`)
+    const i = lowerBound(range.maps, offset)
+    const prev = range.maps[i - 1]
+    const next = range.maps[i]
+    if ((prev !== undefined && prev.offset + prev.bytes > offset) || (next !== undefined && next.offset < offset + bytes)) {
+      fail("cuMemMap", "InvalidValue", `[0x${va.toString(16)}, +${bytes}) overlaps an existing mapping`)
+    }
+    this.maybeFault("cuMemMap", "OutOfMemory")
+    range.maps.splice(i, 0, { offset, bytes, handle, access: false })
+    chunk!.mappings++
+    this.record("memMap", va, bytes, handle)
+  }
+
+  memUnmap(va: Address, bytes: number): void {
+    const range = this.rangeOf("cuMemUnmap", va, bytes)
+    const offset = va - range.base
+    const i = lowerBound(range.maps, offset)
+    let j = i
+    let end = offset
+    while (j < range.maps.length && range.maps[j]!.offset === end && end < offset + bytes) {
+      end += range.maps[j]!.bytes
+      j++
+    }
+    if (range.maps[i]?.offset !== offset || end !== offset + bytes) {
+      fail("cuMemUnmap", "InvalidValue", `[0x${va.toString(16)}, +${bytes}) does not cover whole, adjacent mappings`)
+    }
+    const removed = range.maps.splice(i, j - i)
+    for (const m of removed) {
+      const chunk = this.chunks.get(m.handle)!
+      chunk.mappings--
+      if (chunk.released && chunk.mappings === 0) this.dropChunk(chunk)
+    }
+    this.record("memUnmap", va, bytes, 0)
+  }
+
+  setAccess(va: Address, bytes: number): void {
+    const range = this.rangeOf("cuMemSetAccess", va, bytes)
+    const offset = va - range.base
+    let i = lowerBound(range.maps, offset)
+    if (range.maps[i]?.offset !== offset) i = -1
+    let end = offset
+    const from = i
+    while (i >= 0 && i < range.maps.length && range.maps[i]!.offset === end && end < offset + bytes) {
+      end += range.maps[i]!.bytes
+      i++
+    }
+    if (from < 0 || end < offset + bytes) {
+      fail("cuMemSetAccess", "InvalidValue", `[0x${va.toString(16)}, +${bytes}) is not wholly mapped`)
+    }
+    this.maybeFault("cuMemSetAccess", "InvalidValue")
+    for (let k = from; k < i; k++) range.maps[k]!.access = true
+    this.record("setAccess", va, bytes, 0)
+  }
+
+  // --- classic allocations ---------------------------------------------------------------------
+
+  memAlloc(bytes: number): Address {
+    if (!(Number.isInteger(bytes) && bytes > 0)) fail("cuMemAlloc", "InvalidValue", `size ${bytes} is not a positive integer`)
+    if (this.physical + bytes > this.capacity) {
+      fail("cuMemAlloc", "OutOfMemory",
+        `${formatBytes(bytes)} requested, ${formatBytes(this.capacity - this.physical)} of ${formatBytes(this.capacity)} free`)
+    }
+    this.maybeFault("cuMemAlloc", "OutOfMemory")
+    const va = this.allocSpace.take(bytes, 512)
+    if (va === undefined) return fail("cuMemAlloc", "OutOfMemory", "no virtual space left")
+    this.allocations.set(va, bytes)
+    this.physical += bytes
+    this.record("memAlloc", bytes, va, 0)
+    return va as Address
+  }
+
+  memFree(va: Address): void {
+    const bytes = this.allocations.get(va)
+    if (bytes === undefined) return fail("cuMemFree", "InvalidValue", `0x${va.toString(16)} is not a live allocation`)
+    this.allocations.delete(va)
+    this.allocSpace.give(va, bytes)
+    this.physical -= bytes
+    this.record("memFree", va, 0, 0)
+  }
+
+  memGetInfo(): { readonly free: number; readonly total: number } {
+    return { free: this.capacity - this.physical, total: this.capacity }
+  }
+
+  // --- inspection (tests, leak checks) ----------------------------------------------------------
+
+  /** What is alive now. */
+  ledger(): Ledger {
+    let mappings = 0
+    for (const r of this.ranges.values()) mappings += r.maps.length
+    return {
+      chunks: this.chunks.size,
+      ranges: this.ranges.size,
+      mappings,
+      allocations: this.allocations.size,
+      physicalBytes: this.physical
+    }
+  }
+
+  /** Live handles of every kind (chunks, ranges, mappings, allocations), for leak checks. */
+  liveHandles(): number {
+    const l = this.ledger()
+    return l.chunks + l.ranges + l.mappings + l.allocations
+  }
+
+  /**
+   * The physical pieces behind `[va, va + bytes)`. Throws if any byte of it is not mapped with
+   * access set, or not inside a live `memAlloc` allocation.
+   */
+  translate(va: number, bytes: number): Array<PhysicalPiece> {
+    if (va >= ALLOC_BASE && va < ALLOC_LIMIT) {
+      for (const [base, size] of this.allocations) {
+        if (va >= base && va + bytes <= base + size) return [{ chunk: -base, offset: va - base, bytes }]
+      }
+      return fail("translate", "InvalidValue", `[0x${va.toString(16)}, +${bytes}) is not inside one live allocation`)
+    }
+    const range = this.rangeOf("translate", va, bytes)
+    const pieces: Array<PhysicalPiece> = []
+    let at = va - range.base
+    const end = at + bytes
+    let i = lowerBound(range.maps, at)
+    if (range.maps[i]?.offset !== at) i--
+    while (at < end) {
+      const m = range.maps[i]
+      if (m === undefined || m.offset > at || m.offset + m.bytes <= at) {
+        return fail("translate", "InvalidValue", `byte at 0x${(range.base + at).toString(16)} is not mapped`)
+      }
+      if (!m.access) return fail("translate", "InvalidValue", `byte at 0x${(range.base + at).toString(16)} has no access`)
+      const len = Math.min(end, m.offset + m.bytes) - at
+      pieces.push({ chunk: m.handle, offset: at - m.offset, bytes: len })
+      at += len
+      i++
+    }
+    return pieces
+  }
+}
+
+/** Index of the first mapping whose offset is >= `offset`. */
+const lowerBound = (maps: ReadonlyArray<Mapping>, offset: number): number => {
+  let lo = 0
+  let hi = maps.length
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1
+    if (maps[mid]!.offset < offset) lo = mid + 1
+    else hi = mid
+  }
+  return lo
+}
+
+const insertSorted = (xs: Array<number>, x: number): void => {
+  let lo = 0
+  let hi = xs.length
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1
+    if (xs[mid]! < x) lo = mid + 1
+    else hi = mid
+  }
+  xs.splice(lo, 0, x)
+}
+
+const removeSorted = (xs: Array<number>, x: number): void => {
+  let lo = 0
+  let hi = xs.length
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1
+    if (xs[mid]! < x) lo = mid + 1
+    else hi = mid
+  }
+  if (xs[lo] === x) xs.splice(lo, 1)
+}
