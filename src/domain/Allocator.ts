@@ -69,9 +69,9 @@ export interface Allocator {
   free(block: BlockId, deferred?: boolean): void
   /** The events guarding a deferred free have completed: its memory may be reused. */
   complete(block: BlockId): void
-  /** The device address of a live block. */
+  /** The device address of a live block (`InvalidBlockError` for a block that is not live). */
   address(block: BlockId): Address
-  /** The requested size of a live block. */
+  /** The requested size of a live block (`InvalidBlockError` for a block that is not live). */
   size(block: BlockId): number
   /** Gives every cached, unused chunk, segment and stitched view back to the driver. */
   emptyCache(): void

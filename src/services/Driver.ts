@@ -1,0 +1,38 @@
+/**
+ * The driver service: one device's VMM primitives, for the allocator stack.
+ *
+ * The service hands out the synchronous `DriverPort` (Note [Plans as a dialogue]) wrapped in a
+ * `TrackedPort` that owns every handle made through it (Note [Handle ownership]); the layer that
+ * builds the service acquires that registry with `acquireRelease`, so closing the session gives
+ * everything back. Backends: `layers/SimDriverLayer.ts` (the simulated device) and
+ * `layers/CudaDriverLayer.ts` (libcuda through koffi).
+ *
+ * @since 0.1.0
+ */
+import { Context, type Effect } from "effect"
+import type { DriverError } from "../domain/Errors.ts"
+import type { LiveHandles, TrackedPort } from "../layers/TrackedPort.ts"
+
+/** What a session knows of its device. @category models */
+export interface DeviceInfo {
+  readonly kind: "sim" | "cuda"
+  readonly ordinal: number
+  readonly name: string
+  readonly granularity: number
+  readonly capacity: number
+  /** The CUDA driver version (cuda only), e.g. "13.0". */
+  readonly driverVersion?: string
+}
+
+/** @category services */
+export class Driver extends Context.Service<Driver, {
+  readonly info: DeviceInfo
+  /** The synchronous port the allocator core runs on; owns every handle made through it. */
+  readonly port: TrackedPort
+  /** `cuMemGetInfo`: free and total device memory. */
+  readonly memGetInfo: Effect.Effect<{ readonly free: number; readonly total: number }, DriverError>
+  /** Waits for all device work (before unmapping memory that kernels may still use). */
+  readonly synchronize: Effect.Effect<void, DriverError>
+  /** Handles alive in the session's registry now. */
+  readonly live: Effect.Effect<LiveHandles>
+}>()("gmlake/Driver") {}
