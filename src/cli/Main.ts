@@ -1,0 +1,237 @@
+/**
+ * The `gmlake` command line: replay traces, compare policies, benchmark, self-test a device.
+ *
+ * Every failure the user can cause (bad arguments, a bad trace, a device that is not there) ends
+ * as one line on stderr and a non-zero exit: 2 for usage, 1 for anything else. Only a bug in the
+ * allocator itself prints a stack trace.
+ *
+ * @since 0.1.0
+ */
+import { Console, Effect } from "effect"
+import { readdirSync } from "node:fs"
+import { join } from "node:path"
+import { type PolicyName, policyNames } from "../domain/Allocator.ts"
+import { policyFromString, type PolicyOptions } from "../domain/Policies.ts"
+import { decodeStitchingConfig } from "../domain/policies/StitchingConfig.ts"
+import type { Trace, TraceError } from "../domain/Trace.ts"
+import { formatBytes, formatGB } from "../domain/Units.ts"
+import { loadTrace } from "../layers/TraceFile.ts"
+import { flag, parseArgs, parseBytes, parseFraction, parseInteger, type Parsed, UsageError } from "./Args.ts"
+import { replaySim, type ReplayReport } from "./ReplayRunner.ts"
+import { renderTable } from "./Table.ts"
+
+export const VERSION = "0.1.0"
+
+const HELP = `gmlake ${VERSION}: a virtual-memory-stitching GPU allocator (GMLake, reimplemented and improved)
+
+usage:
+  gmlake replay <trace> [--policy caching,expandable,gmlake] [--device sim|cuda] [--json]
+                        [--capacity 80GiB] [--granularity 2MiB] [--config <json>]
+                        [--inject-faults RATE --seed N]
+  gmlake compare [<trace>...] [--policy ...] [--json]     replay bundled (or given) traces, every policy,
+                                                         side by side with PyTorch's recorded figures
+  gmlake bench [<trace>...] [--repeat 3] [--json]        compare, with the median ns/event of N replays
+  gmlake selftest --device cuda|sim [--json]             check the allocator works on this machine
+  gmlake help | --help | --version
+
+Traces are gmlake-trace/1 files (gzip or plain JSON); see traces/README.md.`
+
+/** The traces bundled with the project. */
+export const bundledTraces = (dir = "traces"): Array<string> => {
+  try {
+    return readdirSync(dir).filter((f) => f.endsWith(".json.gz") || f.endsWith(".json") && f !== "anchors.json")
+      .sort().map((f) => join(dir, f))
+  } catch {
+    return []
+  }
+}
+
+const parsePolicies = (p: Parsed): Array<PolicyName> => {
+  const text = flag(p, "policy")
+  if (text === undefined) return [...policyNames]
+  const out: Array<PolicyName> = []
+  for (const part of text.split(",")) {
+    const name = policyFromString(part.trim())
+    if (name === undefined) {
+      throw new UsageError({ detail: `--policy: unknown policy "${part}" (known: ${policyNames.join(", ")})` })
+    }
+    if (!out.includes(name)) out.push(name)
+  }
+  return out
+}
+
+const parsePolicyOptions = (p: Parsed): PolicyOptions => {
+  const text = flag(p, "config")
+  if (text === undefined) return {}
+  let json: unknown
+  try {
+    json = JSON.parse(text)
+  } catch (e) {
+    throw new UsageError({ detail: `--config: not valid JSON (${(e as Error).message})` })
+  }
+  const r = decodeStitchingConfig(json)
+  if (r._tag === "Failure") throw new UsageError({ detail: `--config: ${r.failure.message}` })
+  return { gmlake: r.success }
+}
+
+const pct = (x: number) => `${(x * 100).toFixed(1)}%`
+
+const reportRows = (reports: ReadonlyArray<ReplayReport>): Array<Array<string>> =>
+  reports.map((r) => [
+    r.policy,
+    formatGB(r.peakReserved),
+    r.utilization.toFixed(4),
+    r.pytorchPeakReserved === null ? "-" : pct(r.peakReserved / r.pytorchPeakReserved - 1),
+    r.nsPerOp.toFixed(0),
+    String(r.driverCallsTotal),
+    (r.driverMicros / 1000).toFixed(1),
+    String(r.stitches),
+    String(r.cachedStitchHits),
+    String(r.ooms)
+  ])
+
+const REPORT_HEADER = [
+  "policy",
+  "peak reserved",
+  "util",
+  "vs PyTorch",
+  "ns/event",
+  "driver calls",
+  "driver ms",
+  "stitches",
+  "hits",
+  "ooms"
+]
+
+const traceHeading = (t: Trace, peakRequested: number): string => {
+  const n = t.native
+  const x = t.expandable
+  const anchors = [
+    n ? `PyTorch native ${formatGB(n.peakReserved)} (util ${(n.peakRequested / n.peakReserved).toFixed(4)})` : undefined,
+    x ? `expandable_segments ${formatGB(x.peakReserved)} (util ${(x.peakRequested / x.peakReserved).toFixed(4)})` : undefined
+  ].filter((s) => s !== undefined)
+  return `${t.workload}: ${t.length} events, peak requested ${formatGB(peakRequested)}` +
+    (anchors.length > 0 ? `\n  recorded: ${anchors.join(", ")}` : "")
+}
+
+const median = (xs: ReadonlyArray<number>) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.floor(s.length / 2)]!
+}
+
+/** Replays one trace under several policies, `repeat` times each (median ns/event). */
+const replayAll = (trace: Trace, policies: ReadonlyArray<PolicyName>, sim: Parameters<typeof replaySim>[2], repeat: number) =>
+  Effect.forEach(policies, (policy) =>
+    Effect.gen(function*() {
+      const runs: Array<ReplayReport> = []
+      for (let i = 0; i < repeat; i++) runs.push(yield* replaySim(trace, policy, sim))
+      const ns = median(runs.map((r) => r.nsPerOp))
+      return { ...runs[0]!, nsPerOp: ns }
+    }))
+
+const replayCommand = (argv: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    const p = parseArgs("replay", argv, ["policy", "device", "capacity", "granularity", "config", "inject-faults", "seed"], [
+      "json"
+    ])
+    if (p.positionals.length !== 1) {
+      throw new UsageError({ detail: `replay: expected one trace file, got ${p.positionals.length}` })
+    }
+    const policies = parsePolicies(p)
+    const device = flag(p, "device") ?? "sim"
+    if (device !== "sim" && device !== "cuda") {
+      throw new UsageError({ detail: `--device: unknown device "${device}" (known: sim, cuda)` })
+    }
+    if (device === "cuda") throw new UsageError({ detail: "--device cuda: not available in this build yet" })
+    const capacity = flag(p, "capacity")
+    const granularity = flag(p, "granularity")
+    const faults = flag(p, "inject-faults")
+    const seed = flag(p, "seed")
+    if (seed !== undefined && faults === undefined) throw new UsageError({ detail: "--seed: only meaningful with --inject-faults" })
+    const options = {
+      sim: {
+        ...(capacity !== undefined ? { capacity: parseBytes("--capacity", capacity) } : {}),
+        ...(granularity !== undefined ? { granularity: parseBytes("--granularity", granularity) } : {}),
+        ...(faults !== undefined ? { faultRate: parseFraction("--inject-faults", faults) } : {}),
+        ...(seed !== undefined ? { seed: parseInteger("--seed", seed) } : {})
+      },
+      policy: parsePolicyOptions(p)
+    }
+    const trace = yield* loadTrace(p.positionals[0]!)
+    const reports = yield* replayAll(trace, policies, options, 1)
+    if (p.flags.has("json")) {
+      for (const r of reports) yield* Console.log(JSON.stringify(r))
+    } else {
+      yield* Console.log(traceHeading(trace, reports[0]?.peakRequested ?? 0))
+      yield* Console.log(renderTable(REPORT_HEADER, reportRows(reports)))
+      for (const r of reports) {
+        if (r.firstOom !== null) yield* Console.log(`${r.policy}: ${r.ooms} out-of-memory failure(s); first: ${r.firstOom}`)
+        if (r.failedAllocs > r.ooms || r.driverFaults > 0) {
+          yield* Console.log(`${r.policy}: ${r.driverFaults} injected driver fault(s), ${r.failedAllocs} failed allocation(s)`)
+        }
+        if (r.leakedHandles > 0) yield* Console.log(`${r.policy}: ${r.leakedHandles} handle(s) leaked`)
+      }
+    }
+  })
+
+const compareCommand = (argv: ReadonlyArray<string>, bench: boolean) =>
+  Effect.gen(function*() {
+    const p = parseArgs(bench ? "bench" : "compare", argv, bench ? ["policy", "repeat"] : ["policy"], ["json"])
+    const files = p.positionals.length > 0 ? p.positionals : bundledTraces()
+    if (files.length === 0) throw new UsageError({ detail: "no traces given and none found in ./traces" })
+    const policies = parsePolicies(p)
+    const repeatText = flag(p, "repeat")
+    const repeat = repeatText === undefined ? (bench ? 3 : 1) : parseInteger("--repeat", repeatText)
+    if (repeat < 1) throw new UsageError({ detail: "--repeat: must be at least 1" })
+    const json = p.flags.has("json")
+    const all: Array<ReplayReport> = []
+    for (const file of files) {
+      const trace = yield* loadTrace(file)
+      const reports = yield* replayAll(trace, policies, {}, repeat)
+      all.push(...reports)
+      if (json) {
+        for (const r of reports) yield* Console.log(JSON.stringify(r))
+      } else {
+        yield* Console.log(traceHeading(trace, reports[0]?.peakRequested ?? 0))
+        yield* Console.log(renderTable(REPORT_HEADER, reportRows(reports)) + "\n")
+      }
+    }
+    if (!json && files.length > 1) {
+      const rows = policies.map((policy) => {
+        const rs = all.filter((r) => r.policy === policy)
+        const mean = rs.reduce((s, r) => s + r.utilization, 0) / rs.length
+        const worst = Math.min(...rs.map((r) => r.utilization))
+        const ns = rs.reduce((s, r) => s + r.nsPerOp * r.events, 0) / rs.reduce((s, r) => s + r.events, 0)
+        return [policy, mean.toFixed(4), worst.toFixed(4), ns.toFixed(0), formatBytes(rs.reduce((s, r) => s + r.peakReserved, 0))]
+      })
+      yield* Console.log(`summary over ${files.length} traces${bench ? ` (ns/event: median of ${repeat} replays)` : ""}`)
+      yield* Console.log(renderTable(["policy", "mean util", "worst util", "ns/event", "sum of peaks"], rows))
+    }
+  })
+
+/**
+ * Runs the command line. Fails with `UsageError`, `TraceError` or a device error; the entry point
+ * turns those into one line and an exit code.
+ * @category cli
+ */
+export const main = (argv: ReadonlyArray<string>): Effect.Effect<void, UsageError | TraceError> =>
+  Effect.suspend((): Effect.Effect<void, UsageError | TraceError> => {
+    const [command, ...rest] = argv
+    switch (command) {
+      case undefined:
+      case "help":
+      case "--help":
+      case "-h":
+        return Console.log(HELP)
+      case "--version":
+        return Console.log(VERSION)
+      case "replay":
+        return replayCommand(rest)
+      case "compare":
+        return compareCommand(rest, false)
+      case "bench":
+        return compareCommand(rest, true)
+      default:
+        return Effect.fail(new UsageError({ detail: `unknown command "${command}" (try: gmlake help)` }))
+    }
+  })

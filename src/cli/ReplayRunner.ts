@@ -1,0 +1,130 @@
+/**
+ * Replaying a trace under one policy on one device, and what the replay reports.
+ *
+ * @since 0.1.0
+ */
+import { Effect, Layer } from "effect"
+import type { PolicyName } from "../domain/Allocator.ts"
+import { makeAllocator, type PolicyOptions } from "../domain/Policies.ts"
+import { Replayer } from "../domain/Replay.ts"
+import type { Trace } from "../domain/Trace.ts"
+import { type CallCounts, MeteredPort } from "../layers/MeteredPort.ts"
+import { SimDriver, type SimDriverOptions } from "../layers/SimDriver.ts"
+import { layerSimWith } from "../layers/SimDriverLayer.ts"
+import * as GpuAllocator from "../services/Allocator.ts"
+import { Driver } from "../services/Driver.ts"
+
+/** One replay's figures (the `--json` line). @category models */
+export interface ReplayReport {
+  readonly workload: string
+  readonly policy: PolicyName
+  readonly device: string
+  readonly deviceName: string
+  readonly events: number
+  readonly peakRequested: number
+  readonly peakReserved: number
+  readonly utilization: number
+  /** Wall time of the replay loop over alloc and free events, nanoseconds per event. */
+  readonly nsPerOp: number
+  readonly replayMs: number
+  readonly driverCalls: CallCounts
+  readonly driverCallsTotal: number
+  /** Estimated driver time of the plan on an H100 (DESIGN.md section 6), microseconds. */
+  readonly driverMicros: number
+  readonly ooms: number
+  readonly failedAllocs: number
+  readonly driverFaults: number
+  readonly stitches: number
+  readonly stitchedChunks: number
+  readonly cachedStitchHits: number
+  readonly evictions: number
+  readonly releasedForPressure: number
+  /** Handles (chunks, ranges, mappings, allocations) alive on the device after the session closed. */
+  readonly leakedHandles: number
+  /** PyTorch's own peak reserved on the recorded run, for the same policy family, when the trace has it. */
+  readonly pytorchPeakReserved: number | null
+  readonly firstOom: string | null
+}
+
+/** Events replayed between two yields (so that an interrupt can stop a long replay). */
+const SLICE = 4096
+
+/**
+ * Replays `trace` with `policy` on a fresh simulated device.
+ * @category replay
+ */
+export const replaySim = (
+  trace: Trace,
+  policy: PolicyName,
+  options: { readonly sim?: SimDriverOptions; readonly policy?: PolicyOptions } = {}
+): Effect.Effect<ReplayReport> =>
+  Effect.suspend(() => {
+    const sim = new SimDriver(options.sim ?? {})
+    return replayWith(trace, policy, layerSimWith(sim), options.policy ?? {}, () => ({
+      leaked: sim.liveHandles(),
+      faults: sim.faults
+    }))
+  })
+
+/**
+ * Replays `trace` with `policy` over a device layer. `after` runs once the session's scope has
+ * closed and reports what the device still holds.
+ * @category replay
+ */
+export const replayWith = <E>(
+  trace: Trace,
+  policy: PolicyName,
+  device: Layer.Layer<Driver, E>,
+  policyOptions: PolicyOptions,
+  after: () => { readonly leaked: number; readonly faults: number }
+): Effect.Effect<ReplayReport, E> => {
+  let metered: MeteredPort | undefined
+  const allocatorLayer = GpuAllocator.layer((port) => {
+    metered = new MeteredPort(port)
+    return makeAllocator(policy, metered, policyOptions)
+  })
+  const session = Effect.gen(function*() {
+    const driver = yield* Driver
+    const allocator = yield* GpuAllocator.GpuAllocator
+    const replayer = new Replayer(trace, allocator.core.inner)
+    let ns = 0
+    while (!replayer.done) {
+      const t0 = process.hrtime.bigint()
+      replayer.run(replayer.position + SLICE)
+      ns += Number(process.hrtime.bigint() - t0)
+      yield* Effect.yieldNow
+    }
+    return { outcome: replayer.outcome(), ns, counters: allocator.core.counters(), info: driver.info }
+  }).pipe(Effect.provide(Layer.provideMerge(allocatorLayer, device)))
+  return Effect.map(session, ({ outcome, ns, counters, info }) => {
+    const m = metered!
+    const { leaked, faults } = after()
+    const anchor = policy === "caching" ? trace.native : trace.expandable
+    return {
+      workload: trace.workload,
+      policy,
+      device: info.kind,
+      deviceName: info.name,
+      events: outcome.events,
+      peakRequested: outcome.peakRequested,
+      peakReserved: m.peakReserved,
+      utilization: m.peakReserved === 0 ? 1 : outcome.peakRequested / m.peakReserved,
+      nsPerOp: outcome.events === 0 ? 0 : ns / outcome.events,
+      replayMs: ns / 1e6,
+      driverCalls: { ...m.calls },
+      driverCallsTotal: m.totalCalls(),
+      driverMicros: Math.round(m.micros),
+      ooms: outcome.ooms,
+      failedAllocs: outcome.failedAllocs,
+      driverFaults: faults,
+      stitches: counters.stitches,
+      stitchedChunks: counters.stitchedChunks,
+      cachedStitchHits: counters.cachedStitchHits,
+      evictions: counters.evictions,
+      releasedForPressure: counters.releasedForPressure,
+      leakedHandles: leaked,
+      pytorchPeakReserved: anchor?.peakReserved ?? null,
+      firstOom: outcome.firstOom?.message ?? null
+    }
+  })
+}
