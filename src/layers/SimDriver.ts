@@ -15,9 +15,12 @@
  * --------------------------------
  * A chunk's bytes count against the capacity from `memCreate` until it is both released and
  * unmapped everywhere (`cuMemRelease` on a mapped handle defers the free to the last unmap, as
- * the driver does). `memAlloc` bytes count until `memFree`. Nothing stores the bytes themselves;
- * `translate` maps a virtual extent to the physical (chunk, offset) pieces behind it, which is
- * what the invariant tests need to prove that no physical byte is reachable from two live blocks.
+ * the driver does). `memAlloc` bytes count until `memFree`. `translate` maps a virtual extent to
+ * the physical (chunk, offset) pieces behind it, which is what the invariant tests need to prove
+ * that no physical byte is reachable from two live blocks. Contents are stored only for chunks
+ * that are written (`write`/`read`, the simulator's `cuMemcpy`), on first write, so that a
+ * stitched view can be checked byte for byte against the blocks it aliases without the
+ * simulator holding gigabytes.
  *
  * @since 0.1.0
  */
@@ -54,6 +57,8 @@ interface Chunk {
   readonly bytes: number
   mappings: number
   released: boolean
+  /** Contents, allocated on first write (Note [Simulated physical memory]). */
+  data: Uint8Array | undefined
 }
 
 interface Mapping {
@@ -223,7 +228,7 @@ export class SimDriver implements DriverPort {
     }
     this.maybeFault("cuMemCreate", "OutOfMemory")
     const handle = this.nextHandle++
-    this.chunks.set(handle, { handle, bytes, mappings: 0, released: false })
+    this.chunks.set(handle, { handle, bytes, mappings: 0, released: false, data: undefined })
     this.physical += bytes
     this.record("memCreate", bytes, handle, 0)
     return handle as ChunkHandle
@@ -381,6 +386,32 @@ export class SimDriver implements DriverPort {
 
   memGetInfo(): { readonly free: number; readonly total: number } {
     return { free: this.capacity - this.physical, total: this.capacity }
+  }
+
+  // --- contents (cuMemcpy, cuMemset) ------------------------------------------------------------
+
+  /** Copies `data` to device memory at `va` (through the mappings, as `cuMemcpyHtoD`). */
+  write(va: number, data: Uint8Array): void {
+    let at = 0
+    for (const p of this.translate(va, data.length)) {
+      const chunk = this.chunks.get(p.chunk)
+      if (chunk === undefined) return fail("cuMemcpyHtoD", "InvalidValue", "classic allocations hold no simulated contents")
+      chunk.data ??= new Uint8Array(chunk.bytes)
+      chunk.data.set(data.subarray(at, at + p.bytes), p.offset)
+      at += p.bytes
+    }
+  }
+
+  /** Reads `bytes` of device memory at `va` (as `cuMemcpyDtoH`); never-written memory reads as 0. */
+  read(va: number, bytes: number): Uint8Array {
+    const out = new Uint8Array(bytes)
+    let at = 0
+    for (const p of this.translate(va, bytes)) {
+      const data = this.chunks.get(p.chunk)?.data
+      if (data !== undefined) out.set(data.subarray(p.offset, p.offset + p.bytes), at)
+      at += p.bytes
+    }
+    return out
   }
 
   // --- inspection (tests, leak checks) ----------------------------------------------------------
