@@ -26,6 +26,7 @@
  */
 import type { DriverCallKind, DriverPort } from "../domain/DriverPort.ts"
 import { DriverError, type DriverFailureReason } from "../domain/Errors.ts"
+import { mulberry32 } from "../domain/Random.ts"
 import { type Address, type ChunkHandle, formatBytes, GiB, MiB } from "../domain/Units.ts"
 
 /** @category models */
@@ -127,18 +128,6 @@ class AddressSpace {
     // Coalesce with the neighbours on both sides.
     if (i + 2 < h.length && h[i + 1] === h[i + 2]) h.splice(i + 1, 2)
     if (i >= 2 && h[i - 1] === h[i]) h.splice(i - 1, 2)
-  }
-}
-
-/** Mulberry32: a small, seedable generator for fault injection. */
-const mulberry32 = (seed: number) => {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
   }
 }
 

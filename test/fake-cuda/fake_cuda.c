@@ -329,8 +329,11 @@ MAYBE_UNUSED static int whole_mappings(const Range *r, uint64_t va, uint64_t n, 
 /*
  * The host bytes behind device address va, and how many of them are contiguous (at most n).
  * NULL if va is neither inside a live cuMemAlloc allocation nor mapped with the access needed.
+ * A chunk's host buffer is allocated on its first access (calloc'd: zeros), so that cuMemCreate
+ * costs no more than bookkeeping and the binding's per-call overhead can be measured on the fake;
+ * `*oom` is set if that allocation fails.
  */
-static unsigned char *host_span(uint64_t va, uint64_t n, int write, uint64_t *len) {
+static unsigned char *host_span(uint64_t va, uint64_t n, int write, uint64_t *len, int *oom) {
   for (size_t i = 0; i < g.allocs.n; i++) {
     Alloc *a = g.allocs.items[i];
     if (va >= a->base && va - a->base < a->bytes) {
@@ -348,26 +351,33 @@ static unsigned char *host_span(uint64_t va, uint64_t n, int write, uint64_t *le
   if (off >= m->offset + m->bytes) return NULL;
   int need = write ? CU_MEM_ACCESS_FLAGS_PROT_READWRITE : CU_MEM_ACCESS_FLAGS_PROT_READ;
   if ((m->access & need) != need) return NULL;
+  Chunk *c = m->chunk;
+  if (c->data == NULL && (c->data = calloc(1, c->bytes)) == NULL) {
+    *oom = 1;
+    return NULL;
+  }
   uint64_t left = m->offset + m->bytes - off;
   *len = n < left ? n : left;
-  return m->chunk->data + (off - m->offset);
+  return c->data + (off - m->offset);
 }
 
-/* Whether every byte of [va, va + n) is reachable with the access needed. */
-static int reachable(uint64_t va, uint64_t n, int write) {
+/* Whether every byte of [va, va + n) is reachable with the access needed (and backed). */
+static CUresult reachable(uint64_t va, uint64_t n, int write) {
   while (n > 0) {
     uint64_t len = 0;
-    if (host_span(va, n, write, &len) == NULL) return 0;
+    int oom = 0;
+    if (host_span(va, n, write, &len, &oom) == NULL) return oom ? CUDA_ERROR_OUT_OF_MEMORY : CUDA_ERROR_INVALID_VALUE;
     va += len;
     n -= len;
   }
-  return 1;
+  return CUDA_SUCCESS;
 }
 
 static void copy_in(uint64_t dst, const unsigned char *src, uint64_t n) {
   while (n > 0) {
     uint64_t len = 0;
-    unsigned char *p = host_span(dst, n, 1, &len);
+    int oom = 0;
+    unsigned char *p = host_span(dst, n, 1, &len, &oom);
     memcpy(p, src, len);
     dst += len;
     src += len;
@@ -378,7 +388,8 @@ static void copy_in(uint64_t dst, const unsigned char *src, uint64_t n) {
 static void copy_out(unsigned char *dst, uint64_t src, uint64_t n) {
   while (n > 0) {
     uint64_t len = 0;
-    unsigned char *p = host_span(src, n, 0, &len);
+    int oom = 0;
+    unsigned char *p = host_span(src, n, 0, &len, &oom);
     memcpy(dst, p, len);
     dst += len;
     src += len;
@@ -697,7 +708,8 @@ static CUresult memset_d8(CUdeviceptr dst, unsigned char uc, size_t n) {
   if (!reachable(dst, n, 1)) return CUDA_ERROR_INVALID_VALUE;
   while (n > 0) {
     uint64_t len = 0;
-    unsigned char *p = host_span(dst, n, 1, &len);
+    int oom = 0;
+    unsigned char *p = host_span(dst, n, 1, &len, &oom);
     memset(p, uc, len);
     dst += len;
     n -= len;
