@@ -148,7 +148,7 @@ describe.each(policyNames)("conformance: %s", (policy) => {
         for (const b of again) a.free(b)
         // Everything freed and the cache emptied: the device holds nothing.
         a.emptyCache()
-        expect(sim.ledger()).toEqual({ chunks: 0, ranges: 0, mappings: 0, allocations: 0, physicalBytes: 0 })
+        expect(sim.ledger()).toEqual({ chunks: 0, ranges: 0, mappings: 0, allocations: 0, streams: 0, events: 0, physicalBytes: 0 })
         expect(a.reserved()).toBe(0)
       }),
       { numRuns: 60 }

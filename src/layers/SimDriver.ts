@@ -25,6 +25,7 @@
  * @since 0.1.0
  */
 import type { DriverCallKind, DriverPort } from "../domain/DriverPort.ts"
+import type { StreamPort } from "../domain/StreamPort.ts"
 import { DriverError, type DriverFailureReason } from "../domain/Errors.ts"
 import { mulberry32 } from "../domain/Random.ts"
 import { type Address, type ChunkHandle, formatBytes, GiB, MiB } from "../domain/Units.ts"
@@ -43,6 +44,8 @@ export interface SimDriverOptions {
   readonly seed?: number
   /** Keep a log of every step performed (tests). */
   readonly record?: boolean
+  /** Ticks (see `SimDriver.tick`) after which a recorded event completes (default 8). */
+  readonly eventLatency?: number
 }
 
 /** A step performed, as recorded. @category models */
@@ -90,6 +93,9 @@ export interface Ledger {
   readonly ranges: number
   readonly mappings: number
   readonly allocations: number
+  /** Streams created and not destroyed (the default stream is not counted). */
+  readonly streams: number
+  readonly events: number
   readonly physicalBytes: number
 }
 
@@ -150,7 +156,7 @@ const fail = (call: string, reason: DriverFailureReason, detail: string): never 
  * The simulated device.
  * @category constructors
  */
-export class SimDriver implements DriverPort {
+export class SimDriver implements DriverPort, StreamPort {
   readonly granularity: number
   readonly capacity: number
   readonly name: string
@@ -170,6 +176,7 @@ export class SimDriver implements DriverPort {
   private physical = 0
   private readonly faultRate: number
   private readonly random: () => number
+  private readonly eventLatency: number
 
   constructor(options: SimDriverOptions = {}) {
     this.capacity = options.capacity ?? GiB(80)
@@ -178,6 +185,7 @@ export class SimDriver implements DriverPort {
     this.log = options.record ? [] : undefined
     this.faultRate = options.faultRate ?? 0
     this.random = mulberry32(options.seed ?? 1)
+    this.eventLatency = options.eventLatency ?? 8
     if (!(this.granularity > 0 && Number.isInteger(this.granularity))) {
       fail("SimDriver", "InvalidValue", `granularity must be a positive integer, got ${this.granularity}`)
     }
@@ -403,6 +411,56 @@ export class SimDriver implements DriverPort {
     return out
   }
 
+  // --- streams and events -----------------------------------------------------------------------
+  //
+  // Note [Simulated streams]
+  // The simulator runs no kernels, so it models time instead: `tick()` advances a clock (the
+  // replay ticks once per event), and an event completes `eventLatency` ticks after it was
+  // recorded, or at once when its stream is synchronized. That is enough to exercise every
+  // ordering rule of cross-stream reuse deterministically.
+
+  private clock = 0
+  private nextStream = 1
+  private nextEvent = 1
+  private readonly streams = new Set<number>([0])
+  /** Event -> [stream, the tick at which it completes]. */
+  private readonly events = new Map<number, { readonly stream: number; done: number }>()
+
+  /** Advances the simulated clock by `n` ticks. */
+  tick(n = 1): void {
+    this.clock += n
+  }
+
+  streamCreate(): number {
+    this.maybeFault("cuStreamCreate", "OutOfMemory")
+    const s = this.nextStream++
+    this.streams.add(s)
+    return s
+  }
+  streamDestroy(stream: number): void {
+    if (stream === 0 || !this.streams.delete(stream)) {
+      fail("cuStreamDestroy", "InvalidValue", `unknown stream ${stream}`)
+    }
+  }
+  streamSynchronize(stream: number): void {
+    if (!this.streams.has(stream)) fail("cuStreamSynchronize", "InvalidValue", `unknown stream ${stream}`)
+    for (const e of this.events.values()) if (e.stream === stream && e.done > this.clock) e.done = this.clock
+  }
+  eventRecord(stream: number): number {
+    if (!this.streams.has(stream)) fail("cuEventRecord", "InvalidValue", `unknown stream ${stream}`)
+    const id = this.nextEvent++
+    this.events.set(id, { stream, done: this.clock + this.eventLatency })
+    return id
+  }
+  eventQuery(event: number): boolean {
+    const e = this.events.get(event)
+    if (e === undefined) return fail("cuEventQuery", "InvalidValue", `unknown event ${event}`)
+    return e.done <= this.clock
+  }
+  eventDestroy(event: number): void {
+    if (!this.events.delete(event)) fail("cuEventDestroy", "InvalidValue", `unknown event ${event}`)
+  }
+
   // --- inspection (tests, leak checks) ----------------------------------------------------------
 
   /** What is alive now. */
@@ -414,14 +472,16 @@ export class SimDriver implements DriverPort {
       ranges: this.ranges.size,
       mappings,
       allocations: this.allocations.size,
+      streams: this.streams.size - 1,
+      events: this.events.size,
       physicalBytes: this.physical
     }
   }
 
-  /** Live handles of every kind (chunks, ranges, mappings, allocations), for leak checks. */
+  /** Live handles of every kind (chunks, ranges, mappings, allocations, streams, events), for leak checks. */
   liveHandles(): number {
     const l = this.ledger()
-    return l.chunks + l.ranges + l.mappings + l.allocations
+    return l.chunks + l.ranges + l.mappings + l.allocations + l.streams + l.events
   }
 
   /**

@@ -337,6 +337,10 @@ static unsigned char *host_span(uint64_t va, uint64_t n, int write, uint64_t *le
   for (size_t i = 0; i < g.allocs.n; i++) {
     Alloc *a = g.allocs.items[i];
     if (va >= a->base && va - a->base < a->bytes) {
+      if (a->data == NULL && (a->data = calloc(1, a->bytes)) == NULL) {
+        *oom = 1;
+        return NULL;
+      }
       uint64_t off = va - a->base, left = a->bytes - off;
       *len = n < left ? n : left;
       return a->data + off;
@@ -530,15 +534,12 @@ EXPORT CUresult CUDAAPI cuMemCreate(CUmemGenericAllocationHandle *handle, size_t
   if (handle == NULL || !valid_prop(prop) || flags != 0) return CUDA_ERROR_INVALID_VALUE;
   if (size == 0 || size % g.granularity != 0) return CUDA_ERROR_INVALID_VALUE;
   if (size > g.capacity - g.used) return CUDA_ERROR_OUT_OF_MEMORY;
-  Chunk *c = calloc(1, sizeof *c);
-  unsigned char *data = calloc(1, size);
-  if (c == NULL || data == NULL || !set_add(&g.chunks, c)) {
+  Chunk *c = calloc(1, sizeof *c); /* its bytes are allocated on first access (host_span) */
+  if (c == NULL || !set_add(&g.chunks, c)) {
     free(c);
-    free(data);
     return CUDA_ERROR_OUT_OF_MEMORY;
   }
   c->bytes = size;
-  c->data = data;
   c->device = prop->location.id;
   g.used += size;
   *handle = (CUmemGenericAllocationHandle)(uintptr_t)c;
@@ -658,16 +659,13 @@ EXPORT CUresult CUDAAPI cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize) {
   ENTER_CTX("cuMemAlloc_v2");
   if (dptr == NULL || bytesize == 0) return CUDA_ERROR_INVALID_VALUE;
   if (bytesize > g.capacity - g.used) return CUDA_ERROR_OUT_OF_MEMORY;
-  Alloc *a = calloc(1, sizeof *a);
-  unsigned char *data = calloc(1, bytesize);
-  if (a == NULL || data == NULL || !set_add(&g.allocs, a)) {
+  Alloc *a = calloc(1, sizeof *a); /* its bytes are allocated on first access (host_span) */
+  if (a == NULL || !set_add(&g.allocs, a)) {
     free(a);
-    free(data);
     return CUDA_ERROR_OUT_OF_MEMORY;
   }
   a->base = (g.alloc_next + ALLOC_ALIGN - 1) / ALLOC_ALIGN * ALLOC_ALIGN;
   a->bytes = bytesize;
-  a->data = data;
   g.alloc_next = a->base + bytesize;
   g.used += bytesize;
   *dptr = a->base;
@@ -691,7 +689,9 @@ EXPORT CUresult CUDAAPI cuMemFree_v2(CUdeviceptr dptr) {
 EXPORT CUresult CUDAAPI cuMemcpyHtoD_v2(CUdeviceptr dstDevice, const void *srcHost, size_t ByteCount) {
   ENTER_CTX("cuMemcpyHtoD_v2");
   if (ByteCount == 0) return CUDA_SUCCESS;
-  if (srcHost == NULL || !reachable(dstDevice, ByteCount, 1)) return CUDA_ERROR_INVALID_VALUE;
+  if (srcHost == NULL) return CUDA_ERROR_INVALID_VALUE;
+  CUresult rc = reachable(dstDevice, ByteCount, 1);
+  if (rc != CUDA_SUCCESS) return rc;
   copy_in(dstDevice, srcHost, ByteCount);
   return CUDA_SUCCESS;
 }
@@ -699,13 +699,16 @@ EXPORT CUresult CUDAAPI cuMemcpyHtoD_v2(CUdeviceptr dstDevice, const void *srcHo
 EXPORT CUresult CUDAAPI cuMemcpyDtoH_v2(void *dstHost, CUdeviceptr srcDevice, size_t ByteCount) {
   ENTER_CTX("cuMemcpyDtoH_v2");
   if (ByteCount == 0) return CUDA_SUCCESS;
-  if (dstHost == NULL || !reachable(srcDevice, ByteCount, 0)) return CUDA_ERROR_INVALID_VALUE;
+  if (dstHost == NULL) return CUDA_ERROR_INVALID_VALUE;
+  CUresult rc = reachable(srcDevice, ByteCount, 0);
+  if (rc != CUDA_SUCCESS) return rc;
   copy_out(dstHost, srcDevice, ByteCount);
   return CUDA_SUCCESS;
 }
 
 static CUresult memset_d8(CUdeviceptr dst, unsigned char uc, size_t n) {
-  if (!reachable(dst, n, 1)) return CUDA_ERROR_INVALID_VALUE;
+  CUresult rc = reachable(dst, n, 1);
+  if (rc != CUDA_SUCCESS) return rc;
   while (n > 0) {
     uint64_t len = 0;
     int oom = 0;
@@ -733,7 +736,9 @@ EXPORT CUresult CUDAAPI cuMemcpyDtoDAsync_v2(CUdeviceptr dstDevice, CUdeviceptr 
   ENTER_CTX("cuMemcpyDtoDAsync_v2");
   if (!valid_stream(hStream)) return CUDA_ERROR_INVALID_HANDLE;
   if (ByteCount == 0) return CUDA_SUCCESS;
-  if (!reachable(srcDevice, ByteCount, 0) || !reachable(dstDevice, ByteCount, 1)) return CUDA_ERROR_INVALID_VALUE;
+  CUresult rc = reachable(srcDevice, ByteCount, 0);
+  if (rc == CUDA_SUCCESS) rc = reachable(dstDevice, ByteCount, 1);
+  if (rc != CUDA_SUCCESS) return rc;
   /* Through a bounce buffer: source and destination may alias the same physical bytes. */
   unsigned char *tmp = malloc(ByteCount);
   if (tmp == NULL) return CUDA_ERROR_OUT_OF_MEMORY;

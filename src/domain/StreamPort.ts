@@ -1,0 +1,25 @@
+/**
+ * The synchronous contract for streams and events, beside `DriverPort`: what cross-stream reuse
+ * needs from a device (Note [Cross-stream reuse] in the stitching policy).
+ *
+ * Stream 0 is the default stream and always exists. Events are recorded on a stream and complete
+ * once the work queued on that stream before them has run; `eventQuery` never blocks.
+ *
+ * @since 0.1.0
+ */
+
+/** @category models */
+export interface StreamPort {
+  /** A new stream (`cuStreamCreate`); its id is positive. */
+  streamCreate(): number
+  /** `cuStreamDestroy`. */
+  streamDestroy(stream: number): void
+  /** Waits for all work queued on `stream` (`cuStreamSynchronize`). */
+  streamSynchronize(stream: number): void
+  /** Records an event on `stream` now (`cuEventCreate` + `cuEventRecord`). */
+  eventRecord(stream: number): number
+  /** Whether the event has completed (`cuEventQuery`), without blocking. */
+  eventQuery(event: number): boolean
+  /** `cuEventDestroy`. */
+  eventDestroy(event: number): void
+}
