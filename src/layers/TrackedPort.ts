@@ -18,6 +18,7 @@
  * @since 0.1.0
  */
 import type { DriverPort } from "../domain/DriverPort.ts"
+import type { StreamPort } from "../domain/StreamPort.ts"
 import type { Address, ChunkHandle } from "../domain/Units.ts"
 
 /** What the registry holds now. @category models */
@@ -26,20 +27,27 @@ export interface LiveHandles {
   readonly ranges: number
   readonly mappings: number
   readonly allocations: number
+  readonly streams: number
+  readonly events: number
 }
 
+/** A device: VMM primitives, streams and events. @category models */
+export type DevicePort = DriverPort & StreamPort
+
 /** @category constructors */
-export class TrackedPort implements DriverPort {
+export class TrackedPort implements DriverPort, StreamPort {
   readonly granularity: number
   readonly capacity: number
-  readonly inner: DriverPort
+  readonly inner: DevicePort
+  private readonly streams = new Set<number>()
+  private readonly events = new Set<number>()
   private readonly chunks = new Set<number>()
   private readonly ranges = new Map<number, number>()
   /** Mapping base address -> mapped bytes. */
   private readonly maps = new Map<number, number>()
   private readonly allocations = new Set<number>()
 
-  constructor(inner: DriverPort) {
+  constructor(inner: DevicePort) {
     this.inner = inner
     this.granularity = inner.granularity
     this.capacity = inner.capacity
@@ -95,13 +103,46 @@ export class TrackedPort implements DriverPort {
     return this.inner.memGetInfo()
   }
 
+  streamCreate(): number {
+    const s = this.inner.streamCreate()
+    this.streams.add(s)
+    return s
+  }
+  streamDestroy(stream: number): void {
+    this.inner.streamDestroy(stream)
+    this.streams.delete(stream)
+  }
+  streamSynchronize(stream: number): void {
+    this.inner.streamSynchronize(stream)
+  }
+  eventRecord(stream: number): number {
+    const e = this.inner.eventRecord(stream)
+    this.events.add(e)
+    return e
+  }
+  eventQuery(event: number): boolean {
+    return this.inner.eventQuery(event)
+  }
+  eventDestroy(event: number): void {
+    this.inner.eventDestroy(event)
+    this.events.delete(event)
+  }
+
   /** Handles made through this port and not given back yet. */
   live(): LiveHandles {
-    return { chunks: this.chunks.size, ranges: this.ranges.size, mappings: this.maps.size, allocations: this.allocations.size }
+    return {
+      chunks: this.chunks.size,
+      ranges: this.ranges.size,
+      mappings: this.maps.size,
+      allocations: this.allocations.size,
+      streams: this.streams.size,
+      events: this.events.size
+    }
   }
 
   /**
-   * Gives back every live handle: mappings, then ranges, then chunks, then classic allocations.
+   * Gives back every live handle: waits for the streams, then unmaps every mapping, frees every
+   * range, releases every chunk, frees classic allocations, destroys events and streams.
    * Never throws (it runs in finalizers); returns the failures it met, as messages.
    */
   releaseAll(): Array<string> {
@@ -113,6 +154,9 @@ export class TrackedPort implements DriverPort {
         errors.push(e instanceof Error ? e.message : String(e))
       }
     }
+    // Kernels may still use the memory: wait for every stream before unmapping anything.
+    attempt(() => this.inner.streamSynchronize(0))
+    for (const s of this.streams) attempt(() => this.inner.streamSynchronize(s))
     for (const [va, bytes] of [...this.maps].reverse()) attempt(() => this.inner.memUnmap(va as Address, bytes))
     this.maps.clear()
     for (const [va, bytes] of [...this.ranges].reverse()) attempt(() => this.inner.addressFree(va as Address, bytes))
@@ -121,6 +165,10 @@ export class TrackedPort implements DriverPort {
     this.chunks.clear()
     for (const va of [...this.allocations].reverse()) attempt(() => this.inner.memFree(va as Address))
     this.allocations.clear()
+    for (const e of [...this.events].reverse()) attempt(() => this.inner.eventDestroy(e))
+    this.events.clear()
+    for (const s of [...this.streams].reverse()) attempt(() => this.inner.streamDestroy(s))
+    this.streams.clear()
     return errors
   }
 }
