@@ -1,0 +1,90 @@
+/**
+ * The VMM primitives as scoped resources: a physical chunk, a virtual range and a mapping, each
+ * acquired with `acquireRelease` and given back when its scope closes (unmap before the range is
+ * freed, the range before the chunk is released: scopes close in reverse order of acquisition).
+ *
+ * This is the API for code that holds handles itself (the selftest, a user stitching by hand).
+ * The allocator core does not use it per allocation (Note [Handle ownership]); both go through
+ * the session's handle registry, so a session never ends with a live handle.
+ *
+ * @since 0.1.0
+ */
+import { Context, Effect, Layer, type Scope } from "effect"
+import { DriverError } from "../domain/Errors.ts"
+import type { Address, ChunkHandle } from "../domain/Units.ts"
+import { Driver } from "./Driver.ts"
+
+/** A reserved virtual range. @category models */
+export interface Range {
+  readonly address: Address
+  readonly bytes: number
+}
+
+/** A physical chunk. @category models */
+export interface Chunk {
+  readonly handle: ChunkHandle
+  readonly bytes: number
+}
+
+/** @category services */
+export class Vmm extends Context.Service<Vmm, {
+  readonly granularity: number
+  readonly chunk: (bytes: number) => Effect.Effect<Chunk, DriverError, Scope.Scope>
+  readonly range: (bytes: number) => Effect.Effect<Range, DriverError, Scope.Scope>
+  /** Maps `chunk` at `address` and grants read-write access; unmapped when the scope closes. */
+  readonly map: (address: Address, chunk: Chunk) => Effect.Effect<void, DriverError, Scope.Scope>
+}>()("gmlake/Vmm") {}
+
+const call = <A>(f: () => A): Effect.Effect<A, DriverError> =>
+  Effect.suspend(() => {
+    try {
+      return Effect.succeed(f())
+    } catch (e) {
+      if (e instanceof DriverError) return Effect.fail(e)
+      throw e
+    }
+  })
+
+/** Releases cannot fail; a failure is left to the session registry, which reports it. */
+const release = (f: () => void) =>
+  Effect.sync(() => {
+    try {
+      f()
+    } catch {
+      // the registry still holds the handle and gives it back at session close
+    }
+  })
+
+/** @category layers */
+export const layer: Layer.Layer<Vmm, never, Driver> = Layer.effect(
+  Vmm,
+  Effect.gen(function*() {
+    const { port } = yield* Driver
+    return Vmm.of({
+      granularity: port.granularity,
+      chunk: (bytes) =>
+        Effect.acquireRelease(
+          call(() => ({ handle: port.memCreate(bytes), bytes })),
+          (c) => release(() => port.memRelease(c.handle))
+        ),
+      range: (bytes) =>
+        Effect.acquireRelease(
+          call(() => ({ address: port.addressReserve(bytes), bytes })),
+          (r) => release(() => port.addressFree(r.address, r.bytes))
+        ),
+      map: (address, chunk) =>
+        Effect.acquireRelease(
+          call(() => {
+            port.memMap(address, chunk.bytes, chunk.handle)
+            try {
+              port.setAccess(address, chunk.bytes)
+            } catch (e) {
+              port.memUnmap(address, chunk.bytes)
+              throw e
+            }
+          }),
+          () => release(() => port.memUnmap(address, chunk.bytes))
+        )
+    })
+  })
+)
