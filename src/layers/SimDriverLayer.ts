@@ -4,9 +4,11 @@
  * @since 0.1.0
  */
 import { Effect, Layer } from "effect"
-import { Driver } from "../services/Driver.ts"
+import type { DriverError } from "../domain/Errors.ts"
+import { Driver, driverCall } from "../services/Driver.ts"
 import { SimDriver, type SimDriverOptions } from "./SimDriver.ts"
 import { TrackedPort } from "./TrackedPort.ts"
+
 
 /**
  * A `Driver` over the given simulator instance. Keeping the instance outside the layer lets the
@@ -27,6 +29,8 @@ export const layerSimWith = (sim: SimDriver): Layer.Layer<Driver> =>
         port,
         memGetInfo: Effect.sync(() => sim.memGetInfo()),
         synchronize: Effect.void,
+        write: (address, data) => driverCall(() => sim.write(address, data)),
+        read: (address, bytes) => driverCall(() => sim.read(address, bytes)),
         live: Effect.sync(() => port.live())
       })
     })

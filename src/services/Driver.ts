@@ -9,8 +9,8 @@
  *
  * @since 0.1.0
  */
-import { Context, type Effect } from "effect"
-import type { DriverError } from "../domain/Errors.ts"
+import { Context, Effect } from "effect"
+import { DriverError } from "../domain/Errors.ts"
 import type { LiveHandles, TrackedPort } from "../layers/TrackedPort.ts"
 
 /** What a session knows of its device. @category models */
@@ -33,6 +33,25 @@ export class Driver extends Context.Service<Driver, {
   readonly memGetInfo: Effect.Effect<{ readonly free: number; readonly total: number }, DriverError>
   /** Waits for all device work (before unmapping memory that kernels may still use). */
   readonly synchronize: Effect.Effect<void, DriverError>
+  /** Copies host bytes to device memory at `address` (`cuMemcpyHtoD`). */
+  readonly write: (address: number, data: Uint8Array) => Effect.Effect<void, DriverError>
+  /** Copies `bytes` of device memory at `address` to the host (`cuMemcpyDtoH`). */
+  readonly read: (address: number, bytes: number) => Effect.Effect<Uint8Array, DriverError>
   /** Handles alive in the session's registry now. */
   readonly live: Effect.Effect<LiveHandles>
 }>()("gmlake/Driver") {}
+
+/**
+ * Runs a synchronous port call, turning the `DriverError` it throws into a typed failure;
+ * anything else it throws is a defect (a bug).
+ * @category constructors
+ */
+export const driverCall = <A>(f: () => A): Effect.Effect<A, DriverError> =>
+  Effect.suspend(() => {
+    try {
+      return Effect.succeed(f())
+    } catch (e) {
+      if (e instanceof DriverError) return Effect.fail(e)
+      throw e
+    }
+  })

@@ -14,8 +14,8 @@
  * @since 0.1.0
  */
 import { Context, Effect, type Fiber, Layer, type Scope } from "effect"
-import { DriverError } from "../domain/Errors.ts"
-import { Driver } from "./Driver.ts"
+import type { DriverError } from "../domain/Errors.ts"
+import { Driver, driverCall } from "./Driver.ts"
 
 /** A stream of the session's device. @category models */
 export interface Stream {
@@ -37,15 +37,6 @@ export class Streams extends Context.Service<Streams, {
   ) => Effect.Effect<Fiber.Fiber<A, E>, never, R | Scope.Scope>
 }>()("gmlake/Streams") {}
 
-const driverCall = <A>(f: () => A): Effect.Effect<A, DriverError> =>
-  Effect.suspend(() => {
-    try {
-      return Effect.succeed(f())
-    } catch (e) {
-      if (e instanceof DriverError) return Effect.fail(e)
-      throw e
-    }
-  })
 
 /**
  * Streams over the session's `Driver`.

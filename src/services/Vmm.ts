@@ -10,9 +10,9 @@
  * @since 0.1.0
  */
 import { Context, Effect, Layer, type Scope } from "effect"
-import { DriverError } from "../domain/Errors.ts"
+import type { DriverError } from "../domain/Errors.ts"
 import type { Address, ChunkHandle } from "../domain/Units.ts"
-import { Driver } from "./Driver.ts"
+import { Driver, driverCall } from "./Driver.ts"
 
 /** A reserved virtual range. @category models */
 export interface Range {
@@ -35,15 +35,6 @@ export class Vmm extends Context.Service<Vmm, {
   readonly map: (address: Address, chunk: Chunk) => Effect.Effect<void, DriverError, Scope.Scope>
 }>()("gmlake/Vmm") {}
 
-const call = <A>(f: () => A): Effect.Effect<A, DriverError> =>
-  Effect.suspend(() => {
-    try {
-      return Effect.succeed(f())
-    } catch (e) {
-      if (e instanceof DriverError) return Effect.fail(e)
-      throw e
-    }
-  })
 
 /** Releases cannot fail; a failure is left to the session registry, which reports it. */
 const release = (f: () => void) =>
@@ -64,17 +55,17 @@ export const layer: Layer.Layer<Vmm, never, Driver> = Layer.effect(
       granularity: port.granularity,
       chunk: (bytes) =>
         Effect.acquireRelease(
-          call(() => ({ handle: port.memCreate(bytes), bytes })),
+          driverCall(() => ({ handle: port.memCreate(bytes), bytes })),
           (c) => release(() => port.memRelease(c.handle))
         ),
       range: (bytes) =>
         Effect.acquireRelease(
-          call(() => ({ address: port.addressReserve(bytes), bytes })),
+          driverCall(() => ({ address: port.addressReserve(bytes), bytes })),
           (r) => release(() => port.addressFree(r.address, r.bytes))
         ),
       map: (address, chunk) =>
         Effect.acquireRelease(
-          call(() => {
+          driverCall(() => {
             port.memMap(address, chunk.bytes, chunk.handle)
             try {
               port.setAccess(address, chunk.bytes)
