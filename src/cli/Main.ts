@@ -15,9 +15,14 @@ import { policyFromString, type PolicyOptions } from "../domain/Policies.ts"
 import { decodeStitchingConfig } from "../domain/policies/StitchingConfig.ts"
 import type { Trace, TraceError } from "../domain/Trace.ts"
 import { formatBytes, formatGB } from "../domain/Units.ts"
+import type { DriverError } from "../domain/Errors.ts"
 import { loadTrace } from "../layers/TraceFile.ts"
 import { flag, parseArgs, parseBytes, parseFraction, parseInteger, type Parsed, UsageError } from "./Args.ts"
 import { replaySim, type ReplayReport } from "./ReplayRunner.ts"
+import { selftest } from "./Selftest.ts"
+import { layerSim } from "../layers/SimDriverLayer.ts"
+import * as Vmm from "../services/Vmm.ts"
+import { Layer } from "effect"
 import { renderTable } from "./Table.ts"
 
 export const VERSION = "0.1.0"
@@ -209,13 +214,42 @@ const compareCommand = (argv: ReadonlyArray<string>, bench: boolean) =>
     }
   })
 
+/** What the command line can fail with (each printed as one line). @category errors */
+export type MainError = UsageError | TraceError | DriverError | SelftestFailed
+
+/** Thrown (as a failure) when a check of the selftest failed: the report was printed already. */
+export class SelftestFailed extends Error {
+  readonly _tag = "SelftestFailed"
+}
+
+const selftestCommand = (argv: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    const p = parseArgs("selftest", argv, ["device", "capacity"], ["json"])
+    if (p.positionals.length > 0) throw new UsageError({ detail: `selftest: unexpected argument "${p.positionals[0]}"` })
+    const device = flag(p, "device") ?? "sim"
+    if (device !== "sim" && device !== "cuda") {
+      throw new UsageError({ detail: `--device: unknown device "${device}" (known: sim, cuda)` })
+    }
+    if (device === "cuda") throw new UsageError({ detail: "--device cuda: not available in this build yet" })
+    const capacity = flag(p, "capacity")
+    const session = layerSim(capacity === undefined ? {} : { capacity: parseBytes("--capacity", capacity) })
+    const report = yield* selftest().pipe(Effect.provide(Layer.provideMerge(Vmm.layer, session)))
+    if (p.flags.has("json")) yield* Console.log(JSON.stringify(report))
+    else {
+      yield* Console.log(renderTable(["check", "result", "detail"], report.checks.map((c) => [c.name, c.ok ? "ok" : "FAILED", c.detail])))
+      yield* Console.log("")
+      yield* Console.log(renderTable(["VMM call", "median us"], Object.entries(report.latencyMicros).map(([k, v]) => [k, v.toFixed(2)])))
+    }
+    if (!report.ok) return yield* Effect.fail(new SelftestFailed(`selftest failed: ${report.checks.filter((c) => !c.ok).map((c) => c.name).join(", ")}`))
+  })
+
 /**
  * Runs the command line. Fails with `UsageError`, `TraceError` or a device error; the entry point
  * turns those into one line and an exit code.
  * @category cli
  */
-export const main = (argv: ReadonlyArray<string>): Effect.Effect<void, UsageError | TraceError> =>
-  Effect.suspend((): Effect.Effect<void, UsageError | TraceError> => {
+export const main = (argv: ReadonlyArray<string>): Effect.Effect<void, MainError> =>
+  Effect.suspend((): Effect.Effect<void, MainError> => {
     const [command, ...rest] = argv
     switch (command) {
       case undefined:
@@ -231,6 +265,8 @@ export const main = (argv: ReadonlyArray<string>): Effect.Effect<void, UsageErro
         return compareCommand(rest, false)
       case "bench":
         return compareCommand(rest, true)
+      case "selftest":
+        return selftestCommand(rest)
       default:
         return Effect.fail(new UsageError({ detail: `unknown command "${command}" (try: gmlake help)` }))
     }
