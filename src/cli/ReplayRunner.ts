@@ -3,7 +3,7 @@
  *
  * @since 0.1.0
  */
-import { Effect, Layer } from "effect"
+import { Deferred, Effect, Fiber, Layer } from "effect"
 import type { PolicyName } from "../domain/Allocator.ts"
 import { makeAllocator, type PolicyOptions } from "../domain/Policies.ts"
 import { Replayer } from "../domain/Replay.ts"
@@ -50,6 +50,64 @@ export interface ReplayReport {
 const SLICE = 4096
 
 /**
+ * Drives a replay on one fiber, in slices, yielding between them. Returns the nanoseconds spent
+ * inside the replay loop.
+ */
+const driveSingle = (replayer: Replayer, tick: ((i: number) => void) | undefined) =>
+  Effect.gen(function*() {
+    let ns = 0
+    while (!replayer.done) {
+      const t0 = process.hrtime.bigint()
+      replayer.run(replayer.position + SLICE, tick)
+      ns += Number(process.hrtime.bigint() - t0)
+      yield* Effect.yieldNow
+    }
+    return ns
+  })
+
+/**
+ * Note [One fiber per stream]
+ * ---------------------------
+ * A multi-stream trace is replayed with one fiber per stream, all forked in the replay's scope.
+ * The trace fixes the order in which the framework asked for memory across streams, and the
+ * allocator's figures must not depend on scheduling, so the fibers take turns: a fiber replays a
+ * maximal run of consecutive events of its own stream, then hands the turn to the stream of the
+ * next event and waits for its own turn again. Interrupting the replay (or one failing) interrupts
+ * every stream fiber through the scope, and the session's finalizers give everything back.
+ */
+const driveStreams = (trace: Trace, replayer: Replayer, tick: ((i: number) => void) | undefined) =>
+  Effect.scoped(Effect.gen(function*() {
+    const turns: Array<Deferred.Deferred<boolean>> = []
+    for (let s = 0; s < trace.streams; s++) turns.push(yield* Deferred.make<boolean>())
+    let ns = 0
+    const handOff = Effect.suspend(() => {
+      if (replayer.done) return Effect.forEach(turns, (d) => Deferred.succeed(d, false), { discard: true })
+      return Deferred.succeed(turns[trace.stream[replayer.position]!]!, true)
+    })
+    const worker = (s: number) =>
+      Effect.gen(function*() {
+        while (true) {
+          const go = yield* Deferred.await(turns[s]!)
+          if (!go) return
+          turns[s] = yield* Deferred.make<boolean>()
+          // The run of consecutive events on this stream (bounded, so that interrupts get in).
+          let end = replayer.position
+          const limit = Math.min(trace.length, end + SLICE)
+          while (end < limit && trace.stream[end] === s) end++
+          const t0 = process.hrtime.bigint()
+          replayer.run(end, tick)
+          ns += Number(process.hrtime.bigint() - t0)
+          yield* handOff
+        }
+      })
+    const fibers = []
+    for (let s = 0; s < trace.streams; s++) fibers.push(yield* Effect.forkScoped(worker(s)))
+    yield* handOff
+    yield* Fiber.joinAll(fibers)
+    return ns
+  }))
+
+/**
  * Replays `trace` with `policy` on a fresh simulated device.
  * @category replay
  */
@@ -60,10 +118,12 @@ export const replaySim = (
 ): Effect.Effect<ReplayReport> =>
   Effect.suspend(() => {
     const sim = new SimDriver(options.sim ?? {})
+    // Note [Simulated streams]: one tick per event, only where events matter (several streams).
+    const tick = trace.streams > 1 ? () => sim.tick() : undefined
     return replayWith(trace, policy, layerSimWith(sim), options.policy ?? {}, () => ({
       leaked: sim.liveHandles(),
       faults: sim.faults
-    }))
+    }), tick)
   })
 
 /**
@@ -76,7 +136,8 @@ export const replayWith = <E>(
   policy: PolicyName,
   device: Layer.Layer<Driver, E>,
   policyOptions: PolicyOptions,
-  after: () => { readonly leaked: number; readonly faults: number }
+  after: () => { readonly leaked: number; readonly faults: number },
+  tick?: (index: number) => void
 ): Effect.Effect<ReplayReport, E> => {
   let metered: MeteredPort | undefined
   const allocatorLayer = GpuAllocator.layer((port) => {
@@ -87,13 +148,7 @@ export const replayWith = <E>(
     const driver = yield* Driver
     const allocator = yield* GpuAllocator.GpuAllocator
     const replayer = new Replayer(trace, allocator.core.inner)
-    let ns = 0
-    while (!replayer.done) {
-      const t0 = process.hrtime.bigint()
-      replayer.run(replayer.position + SLICE)
-      ns += Number(process.hrtime.bigint() - t0)
-      yield* Effect.yieldNow
-    }
+    const ns = trace.streams > 1 ? yield* driveStreams(trace, replayer, tick) : yield* driveSingle(replayer, tick)
     return { outcome: replayer.outcome(), ns, counters: allocator.core.counters(), info: driver.info }
   }).pipe(Effect.provide(Layer.provideMerge(allocatorLayer, device)))
   return Effect.map(session, ({ outcome, ns, counters, info }) => {
