@@ -38,8 +38,8 @@ export const CUresult = {
   NOT_FOUND: 500,
   NOT_READY: 600,
   ILLEGAL_ADDRESS: 700,
-  LAUNCH_FAILED: 719,
   CONTEXT_IS_DESTROYED: 709,
+  LAUNCH_FAILED: 719,
   NOT_PERMITTED: 800,
   NOT_SUPPORTED: 801,
   SYSTEM_NOT_READY: 802,
@@ -70,16 +70,19 @@ export interface Classification {
 export const classify = (code: number): Classification => {
   switch (code) {
     case CUresult.INVALID_VALUE:
-      return c("InvalidValue", "the driver refused an argument (a size not a multiple of the granularity, an unaligned or unreserved address, " +
-          "a mapping over a mapping, an unmap that splits a mapping, a stale handle)")
+      return c("InvalidValue",
+        "the driver refused an argument (a size not a multiple of the granularity, an unaligned or unreserved " +
+          "address, a mapping over a mapping, an unmap that splits a mapping, a stale handle)")
     case CUresult.OUT_OF_MEMORY:
-      return c("OutOfMemory", "the device has no memory left for this request (other processes may hold device memory too)")
+      return c("OutOfMemory",
+        "the device has no memory left for this request (other processes may hold device memory too)")
     case CUresult.NOT_INITIALIZED:
       return c("NotInitialized", "the driver was not initialized: cuInit must come first")
     case CUresult.DEINITIALIZED:
       return c("NotInitialized", "the driver is shutting down (the process is exiting)")
     case CUresult.STUB_LIBRARY:
-      return c("NoDevice", "the libcuda.so.1 loaded is the CUDA toolkit's stub, not the NVIDIA driver's: fix the library path")
+      return c("NoDevice",
+        "the libcuda.so.1 loaded is the CUDA toolkit's stub, not the NVIDIA driver's: fix the library path")
     case CUresult.CALL_REQUIRES_NEWER_DRIVER:
       return c("NotSupported", "the installed NVIDIA driver is too old for this call")
     case CUresult.DEVICE_UNAVAILABLE:
@@ -93,7 +96,8 @@ export const classify = (code: number): Classification => {
     case CUresult.INVALID_CONTEXT:
     case CUresult.CONTEXT_IS_DESTROYED:
     case CUresult.CONTEXT_ALREADY_IN_USE:
-      return c("InvalidContext", "no usable CUDA context is current on this thread (the device session was closed, or never opened)")
+      return c("InvalidContext",
+        "no usable CUDA context is current on this thread (the device session was closed, or never opened)")
     case CUresult.ALREADY_MAPPED:
       return c("InvalidValue", "the virtual range is already mapped")
     case CUresult.NOT_MAPPED:
@@ -103,17 +107,20 @@ export const classify = (code: number): Classification => {
       return c("InvalidValue", "a handle (stream, event, chunk) is not live")
     case CUresult.NOT_READY:
       return c("NotReady", "the work is not finished yet (not a failure: poll again or synchronize)")
-    case CUresult.PEER_ACCESS_UNSUPPORTED:
     case CUresult.NOT_FOUND:
+      return c("NotSupported", "the driver lacks what was named (a symbol or resource)")
+    case CUresult.PEER_ACCESS_UNSUPPORTED:
     case CUresult.NOT_PERMITTED:
     case CUresult.NOT_SUPPORTED:
     case CUresult.COMPAT_NOT_SUPPORTED_ON_DEVICE:
-      return c("NotSupported", "the device or driver does not support this operation (virtual memory management needs CUDA 10.2+ and a " +
-          "device that reports it)")
+      return c("NotSupported",
+        "the device or driver does not support this operation (virtual memory management needs CUDA 10.2+ " +
+          "and a device that reports it)")
     case CUresult.SYSTEM_NOT_READY:
       return c("NoDevice", "the system is not ready (on NVSwitch systems: is the fabric manager running?)")
     case CUresult.SYSTEM_DRIVER_MISMATCH:
-      return c("NotSupported", "the user-mode driver (libcuda) and the kernel module differ in version: reinstall the driver or reboot")
+      return c("NotSupported",
+        "the user-mode driver (libcuda) and the kernel module differ in version: reinstall the driver or reboot")
     case CUresult.ILLEGAL_ADDRESS:
     case CUresult.LAUNCH_FAILED:
     case CUresult.ECC_UNCORRECTABLE:
@@ -127,7 +134,9 @@ export const classify = (code: number): Classification => {
 
 const c = (reason: DriverFailureReason, meaning: string): Classification => ({ reason, meaning })
 
-const names = new Map<number, string>(Object.entries(CUresult).map(([k, v]) => [v, `CUDA_${k === "SUCCESS" ? "" : "ERROR_"}${k}`]))
+const names = new Map<number, string>(
+  Object.entries(CUresult).map(([k, v]) => [v, k === "SUCCESS" ? "CUDA_SUCCESS" : `CUDA_ERROR_${k}`])
+)
 
 /**
  * The `cuda.h` name of a code the binding knows (`CUDA_ERROR_OUT_OF_MEMORY`), for when the

@@ -5,8 +5,9 @@
  *
  * Note [Fake device model]
  * ------------------------
- * - A physical chunk (cuMemCreate) is a calloc'd host buffer; its handle is the address of its
- *   bookkeeping record, as opaque as the driver's and of the same magnitude (< 2^47).
+ * - A physical chunk (cuMemCreate) is a host buffer, calloc'd on its first access (so creating
+ *   one costs bookkeeping only, and the binding's own per-call cost can be measured); its handle
+ *   is the address of its record, as opaque as the driver's and of the same magnitude (< 2^47).
  * - A reservation (cuMemAddressReserve) is bookkeeping of a virtual window; no host memory. Its
  *   addresses come from a bump pointer (never reused, so a stale address fails loudly) starting at
  *   0x7f0000000000, like a real device VA.
