@@ -99,10 +99,12 @@ export interface Ledger {
   readonly physicalBytes: number
 }
 
-const VA_BASE = 0x7f00_0000_0000
-const VA_LIMIT = 0x7fff_0000_0000
+// About 32 TiB of virtual space: PyTorch's expandable segments reserve more than the device
+// per stream and pool, and several devices' worth of stitched views must fit.
+const VA_BASE = 0x5e00_0000_0000
+const VA_LIMIT = 0x7e00_0000_0000
 const ALLOC_BASE = 0x7e00_0000_0000
-const ALLOC_LIMIT = 0x7eff_0000_0000
+const ALLOC_LIMIT = 0x7fff_0000_0000
 
 /** First-fit placement over an address window, with freed holes reused. */
 class AddressSpace {
@@ -425,6 +427,11 @@ export class SimDriver implements DriverPort, StreamPort {
   private readonly streams = new Set<number>([0])
   /** Event -> [stream, the tick at which it completes]. */
   private readonly events = new Map<number, { readonly stream: number; done: number }>()
+
+  /** Waits for all device work: every recorded event completes. */
+  synchronize(): void {
+    for (const e of this.events.values()) if (e.done > this.clock) e.done = this.clock
+  }
 
   /** Advances the simulated clock by `n` ticks. */
   tick(n = 1): void {

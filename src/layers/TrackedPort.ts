@@ -19,6 +19,7 @@
  */
 import type { DriverPort } from "../domain/DriverPort.ts"
 import type { StreamPort } from "../domain/StreamPort.ts"
+import { DriverError } from "../domain/Errors.ts"
 import type { Address, ChunkHandle } from "../domain/Units.ts"
 
 /** What the registry holds now. @category models */
@@ -39,7 +40,9 @@ export class TrackedPort implements DriverPort, StreamPort {
   readonly granularity: number
   readonly capacity: number
   readonly inner: DevicePort
-  private readonly streams = new Set<number>()
+  /** Session stream id -> the backend's stream handle (Note [Stream ids]). */
+  private readonly streams = new Map<number, number>()
+  private nextStream = 1
   private readonly events = new Set<number>()
   private readonly chunks = new Set<number>()
   private readonly ranges = new Map<number, number>()
@@ -103,20 +106,36 @@ export class TrackedPort implements DriverPort, StreamPort {
     return this.inner.memGetInfo()
   }
 
+  // Note [Stream ids]
+  // Allocators key their pools by stream and keep per-stream state in small arrays, as traces
+  // number their streams 0, 1, 2...; a CUDA stream handle is a pointer. The registry hands out
+  // small ids (0 is the default stream) and translates them to the backend's handles.
+
+  /** The backend's handle of a session stream id. */
+  private handle(call: string, stream: number): number {
+    if (stream === 0) return 0
+    const h = this.streams.get(stream)
+    if (h === undefined) {
+      throw new DriverError({ call, reason: "InvalidValue", code: 1, detail: `stream ${stream} is not a live stream of this session` })
+    }
+    return h
+  }
+
   streamCreate(): number {
-    const s = this.inner.streamCreate()
-    this.streams.add(s)
-    return s
+    const h = this.inner.streamCreate()
+    const id = this.nextStream++
+    this.streams.set(id, h)
+    return id
   }
   streamDestroy(stream: number): void {
-    this.inner.streamDestroy(stream)
+    this.inner.streamDestroy(this.handle("cuStreamDestroy", stream))
     this.streams.delete(stream)
   }
   streamSynchronize(stream: number): void {
-    this.inner.streamSynchronize(stream)
+    this.inner.streamSynchronize(this.handle("cuStreamSynchronize", stream))
   }
   eventRecord(stream: number): number {
-    const e = this.inner.eventRecord(stream)
+    const e = this.inner.eventRecord(this.handle("cuEventRecord", stream))
     this.events.add(e)
     return e
   }
@@ -156,7 +175,7 @@ export class TrackedPort implements DriverPort, StreamPort {
     }
     // Kernels may still use the memory: wait for every stream before unmapping anything.
     attempt(() => this.inner.streamSynchronize(0))
-    for (const s of this.streams) attempt(() => this.inner.streamSynchronize(s))
+    for (const h of this.streams.values()) attempt(() => this.inner.streamSynchronize(h))
     for (const [va, bytes] of [...this.maps].reverse()) attempt(() => this.inner.memUnmap(va as Address, bytes))
     this.maps.clear()
     for (const [va, bytes] of [...this.ranges].reverse()) attempt(() => this.inner.addressFree(va as Address, bytes))
@@ -167,7 +186,7 @@ export class TrackedPort implements DriverPort, StreamPort {
     this.allocations.clear()
     for (const e of [...this.events].reverse()) attempt(() => this.inner.eventDestroy(e))
     this.events.clear()
-    for (const s of [...this.streams].reverse()) attempt(() => this.inner.streamDestroy(s))
+    for (const h of [...this.streams.values()].reverse()) attempt(() => this.inner.streamDestroy(h))
     this.streams.clear()
     return errors
   }

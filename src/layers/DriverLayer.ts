@@ -1,0 +1,53 @@
+/**
+ * A `Driver` layer over any device backend (the simulator, a CUDA device session): the session's
+ * handle registry acquired as a resource, and the service built around it.
+ *
+ * @since 0.1.0
+ */
+import { Effect, Layer } from "effect"
+import type { DeviceInfo } from "../services/Driver.ts"
+import { Driver, driverCall } from "../services/Driver.ts"
+import { type DevicePort, TrackedPort } from "./TrackedPort.ts"
+
+/** What a backend offers beyond the ports. @category models */
+export interface DeviceBackend extends DevicePort {
+  /** `cuMemcpyHtoD` through the mappings. */
+  write(address: number, data: Uint8Array): void
+  /** `cuMemcpyDtoH` through the mappings. */
+  read(address: number, bytes: number): Uint8Array
+  /** Waits for all device work. */
+  synchronize(): void
+}
+
+/**
+ * A `Driver` over `backend`. Closing the layer gives back every handle still alive in the
+ * registry (Note [Handle ownership]); `onRelease` receives what could not be given back.
+ * @category layers
+ */
+export const layerOver = (
+  backend: DeviceBackend,
+  info: DeviceInfo,
+  onRelease?: (failures: ReadonlyArray<string>) => void
+): Layer.Layer<Driver> =>
+  Layer.effect(
+    Driver,
+    Effect.gen(function*() {
+      const port = yield* Effect.acquireRelease(
+        Effect.sync(() => new TrackedPort(backend)),
+        (p) =>
+          Effect.sync(() => {
+            const failures = p.releaseAll()
+            if (onRelease !== undefined) onRelease(failures)
+          })
+      )
+      return Driver.of({
+        info,
+        port,
+        memGetInfo: driverCall(() => backend.memGetInfo()),
+        synchronize: driverCall(() => backend.synchronize()),
+        write: (address, data) => driverCall(() => backend.write(address, data)),
+        read: (address, bytes) => driverCall(() => backend.read(address, bytes)),
+        live: Effect.sync(() => port.live())
+      })
+    })
+  )
