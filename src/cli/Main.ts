@@ -18,7 +18,8 @@ import { formatBytes, formatGB } from "../domain/Units.ts"
 import type { DriverError } from "../domain/Errors.ts"
 import { loadTrace } from "../layers/TraceFile.ts"
 import { flag, parseArgs, parseBytes, parseFraction, parseInteger, type Parsed, UsageError } from "./Args.ts"
-import { replaySim, type ReplayReport } from "./ReplayRunner.ts"
+import { replayCuda, replaySim, type ReplayReport } from "./ReplayRunner.ts"
+import { layerCuda } from "../layers/CudaDriverLayer.ts"
 import { selftest } from "./Selftest.ts"
 import { layerSim } from "../layers/SimDriverLayer.ts"
 import * as Vmm from "../services/Vmm.ts"
@@ -147,9 +148,23 @@ const replayCommand = (argv: ReadonlyArray<string>) =>
     if (device !== "sim" && device !== "cuda") {
       throw new UsageError({ detail: `--device: unknown device "${device}" (known: sim, cuda)` })
     }
-    if (device === "cuda") throw new UsageError({ detail: "--device cuda: not available in this build yet" })
     const capacity = flag(p, "capacity")
     const granularity = flag(p, "granularity")
+    if (device === "cuda") {
+      for (const f of ["capacity", "granularity", "inject-faults", "seed"]) {
+        if (p.flags.has(f)) throw new UsageError({ detail: `--${f}: only for the simulated device (--device sim)` })
+      }
+      const trace = yield* loadTrace(p.positionals[0]!)
+      const reports = yield* replayCuda(trace, policies, { policy: parsePolicyOptions(p) })
+      yield* printReports(trace, reports, p.flags.has("json"))
+      for (const r of reports) {
+        if (!p.flags.has("json")) {
+          yield* Console.log(`${r.policy}: device peak used ${formatGB(r.devicePeakUsed)} vs peak reserved ${formatGB(r.peakReserved)}; ` +
+            `free ${formatBytes(r.deviceFreeBefore)} before, ${formatBytes(r.deviceFreeAfter)} after; wall ${r.wallMs.toFixed(0)} ms`)
+        }
+      }
+      return
+    }
     const faults = flag(p, "inject-faults")
     const seed = flag(p, "seed")
     if (seed !== undefined && faults === undefined) throw new UsageError({ detail: "--seed: only meaningful with --inject-faults" })
@@ -164,7 +179,12 @@ const replayCommand = (argv: ReadonlyArray<string>) =>
     }
     const trace = yield* loadTrace(p.positionals[0]!)
     const reports = yield* replayAll(trace, policies, options, 1)
-    if (p.flags.has("json")) {
+    yield* printReports(trace, reports, p.flags.has("json"))
+  })
+
+const printReports = (trace: Trace, reports: ReadonlyArray<ReplayReport>, json: boolean) =>
+  Effect.gen(function*() {
+    if (json) {
       for (const r of reports) yield* Console.log(JSON.stringify(r))
     } else {
       yield* Console.log(traceHeading(trace, reports[0]?.peakRequested ?? 0))
@@ -230,9 +250,13 @@ const selftestCommand = (argv: ReadonlyArray<string>) =>
     if (device !== "sim" && device !== "cuda") {
       throw new UsageError({ detail: `--device: unknown device "${device}" (known: sim, cuda)` })
     }
-    if (device === "cuda") throw new UsageError({ detail: "--device cuda: not available in this build yet" })
     const capacity = flag(p, "capacity")
-    const session = layerSim(capacity === undefined ? {} : { capacity: parseBytes("--capacity", capacity) })
+    if (device === "cuda" && capacity !== undefined) {
+      throw new UsageError({ detail: "--capacity: only for the simulated device (--device sim)" })
+    }
+    const session = device === "cuda"
+      ? layerCuda()
+      : layerSim(capacity === undefined ? {} : { capacity: parseBytes("--capacity", capacity) })
     const report = yield* selftest().pipe(Effect.provide(Layer.provideMerge(Vmm.layer, session)))
     if (p.flags.has("json")) yield* Console.log(JSON.stringify(report))
     else {

@@ -11,8 +11,11 @@ import type { Trace } from "../domain/Trace.ts"
 import { type CallCounts, MeteredPort } from "../layers/MeteredPort.ts"
 import { SimDriver, type SimDriverOptions } from "../layers/SimDriver.ts"
 import { layerSimWith } from "../layers/SimDriverLayer.ts"
+import { type CudaSessionOptions, openCudaSession } from "../layers/CudaDriverLayer.ts"
+import { type DeviceBackend, layerOver } from "../layers/DriverLayer.ts"
+import type { DriverError } from "../domain/Errors.ts"
 import * as GpuAllocator from "../services/Allocator.ts"
-import { Driver } from "../services/Driver.ts"
+import { Driver, driverCall } from "../services/Driver.ts"
 
 /** One replay's figures (the `--json` line). @category models */
 export interface ReplayReport {
@@ -183,3 +186,99 @@ export const replayWith = <E>(
     }
   })
 }
+
+/** A replay on a real device, with what the device itself reported. @category models */
+export interface CudaReplayReport extends ReplayReport {
+  /** Free device memory (`cuMemGetInfo`) before the replay's session opened and after it closed. */
+  readonly deviceFreeBefore: number
+  readonly deviceFreeAfter: number
+  /** The most device memory in use during the replay, from `cuMemGetInfo`, above `deviceFreeBefore`. */
+  readonly devicePeakUsed: number
+  /** Wall time of the whole replay, session set-up and teardown included, milliseconds. */
+  readonly wallMs: number
+}
+
+/**
+ * A backend that samples the device's free memory whenever the allocator's holding reaches a new
+ * high, so that the device's own peak can be compared with the allocator's `peakReserved` without
+ * a `cuMemGetInfo` per driver call.
+ */
+const peakSampler = (backend: DeviceBackend) => {
+  let held = 0
+  let peakHeld = 0
+  let minFree = Number.POSITIVE_INFINITY
+  const sizes = new Map<number, number>()
+  const grew = (bytes: number) => {
+    held += bytes
+    if (held > peakHeld) {
+      peakHeld = held
+      minFree = Math.min(minFree, backend.memGetInfo().free)
+    }
+  }
+  const sampled: DeviceBackend = {
+    ...backend,
+    granularity: backend.granularity,
+    capacity: backend.capacity,
+    memCreate: (bytes) => {
+      const h = backend.memCreate(bytes)
+      sizes.set(h, bytes)
+      grew(bytes)
+      return h
+    },
+    memRelease: (h) => {
+      backend.memRelease(h)
+      held -= sizes.get(h) ?? 0
+      sizes.delete(h)
+    },
+    memAlloc: (bytes) => {
+      const va = backend.memAlloc(bytes)
+      sizes.set(-va, bytes)
+      grew(bytes)
+      return va
+    },
+    memFree: (va) => {
+      backend.memFree(va)
+      held -= sizes.get(-va) ?? 0
+      sizes.delete(-va)
+    }
+  }
+  return { backend: sampled, minFree: () => minFree }
+}
+
+/**
+ * Replays `trace` under each policy on a CUDA device, one device session for all, a fresh
+ * allocator and handle registry per policy; measures the device's free memory around each.
+ * @category replay
+ */
+export const replayCuda = (
+  trace: Trace,
+  policies: ReadonlyArray<PolicyName>,
+  options: { readonly policy?: PolicyOptions; readonly cuda?: CudaSessionOptions } = {}
+): Effect.Effect<Array<CudaReplayReport>, DriverError> =>
+  Effect.scoped(Effect.gen(function*() {
+    const session = yield* openCudaSession(options.cuda)
+    const reports: Array<CudaReplayReport> = []
+    for (const policy of policies) {
+      const t0 = process.hrtime.bigint()
+      const before = yield* driverCall(() => session.port.memGetInfo().free)
+      const sampler = peakSampler(session.backend)
+      let failures = 0
+      const report = yield* replayWith(
+        trace,
+        policy,
+        layerOver(sampler.backend, session.info, (f) => (failures = f.length)),
+        options.policy ?? {},
+        () => ({ leaked: failures, faults: 0 })
+      )
+      const after = yield* driverCall(() => session.port.memGetInfo().free)
+      const minFree = sampler.minFree()
+      reports.push({
+        ...report,
+        deviceFreeBefore: before,
+        deviceFreeAfter: after,
+        devicePeakUsed: Number.isFinite(minFree) ? before - minFree : 0,
+        wallMs: Number(process.hrtime.bigint() - t0) / 1e6
+      })
+    }
+    return reports
+  }))

@@ -24,7 +24,10 @@ import { type DeviceBackend, layerOver } from "./DriverLayer.ts"
 export interface CudaSessionOptions {
   /** Device ordinal (default 0). */
   readonly ordinal?: number
-  /** The driver library (default `libcuda.so.1`; tests pass the fake's path). */
+  /**
+   * The driver library (default: `$GMLAKE_LIBCUDA` if set, else `libcuda.so.1`; the tests point
+   * it at the fake libcuda).
+   */
   readonly library?: string
 }
 
@@ -44,7 +47,7 @@ export const openCudaSession = (options: CudaSessionOptions = {}): Effect.Effect
   Effect.gen(function*() {
     const ordinal = options.ordinal ?? 0
     const lib = yield* Effect.tryPromise({
-      try: () => loadCuda(options.library),
+      try: () => loadCuda(options.library ?? process.env["GMLAKE_LIBCUDA"] ?? undefined),
       catch: (e) =>
         e instanceof DriverError
           ? e
