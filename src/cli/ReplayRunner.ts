@@ -3,7 +3,7 @@
  *
  * @since 0.1.0
  */
-import { Deferred, Effect, Fiber, Layer } from "effect"
+import { Deferred, Effect, Exit, Fiber, Layer } from "effect"
 import type { PolicyName } from "../domain/Allocator.ts"
 import { makeAllocator, type PolicyOptions } from "../domain/Policies.ts"
 import { Replayer } from "../domain/Replay.ts"
@@ -257,6 +257,25 @@ export const replayCuda = (
 ): Effect.Effect<Array<CudaReplayReport>, DriverError> =>
   Effect.scoped(Effect.gen(function*() {
     const session = yield* openCudaSession(options.cuda)
+    const startFree = session.port.memGetInfo().free
+    // Runs before the device session closes (finalizers run in reverse), after every replay's
+    // registry has given its handles back: on an interrupt (Ctrl-C), say what the device holds.
+    yield* Effect.addFinalizer((exit) =>
+      Exit.hasInterrupts(exit)
+        ? Effect.sync(() => {
+          let free = -1
+          try {
+            free = session.port.memGetInfo().free
+          } catch {
+            // reported as -1
+          }
+          process.stderr.write(
+            `gmlake: replay interrupted; device free memory ${free} B after release, ${startFree} B at start` +
+              (free === startFree ? " (all given back)\n" : "\n")
+          )
+        })
+        : Effect.void
+    )
     const reports: Array<CudaReplayReport> = []
     for (const policy of policies) {
       const t0 = process.hrtime.bigint()
