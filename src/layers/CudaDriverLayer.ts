@@ -99,7 +99,9 @@ export const openCudaSession = (options: CudaSessionOptions = {}): Effect.Effect
       eventDestroy: (e) => port.eventDestroy(e as never),
       write: (va, data) => port.write(va, data),
       read: (va, bytes) => port.read(va, bytes),
-      synchronize: () => port.ctxSynchronize()
+      synchronize: () => port.ctxSynchronize(),
+      fillAsync: (va, value, bytes, s) => port.memsetAsync(va as never, value, bytes, s as never),
+      copyAsync: (dst, src, bytes, s) => port.memcpyDtoDAsync(dst as never, src as never, bytes, s as never)
     }
     return { backend, port, info }
   })

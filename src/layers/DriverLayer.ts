@@ -17,6 +17,10 @@ export interface DeviceBackend extends DevicePort {
   read(address: number, bytes: number): Uint8Array
   /** Waits for all device work. */
   synchronize(): void
+  /** Sets `bytes` bytes at `address` to `value`, in order on the backend stream (`cuMemsetD8Async`). */
+  fillAsync(address: number, value: number, bytes: number, stream: number): void
+  /** Copies device memory, in order on the backend stream (`cuMemcpyDtoDAsync`). */
+  copyAsync(dst: number, src: number, bytes: number, stream: number): void
 }
 
 /**
@@ -47,6 +51,10 @@ export const layerOver = (
         synchronize: driverCall(() => backend.synchronize()),
         write: (address, data) => driverCall(() => backend.write(address, data)),
         read: (address, bytes) => driverCall(() => backend.read(address, bytes)),
+        fill: (address, value, bytes, stream = 0) =>
+          driverCall(() => backend.fillAsync(address, value, bytes, port.streamHandle(stream))),
+        copy: (dst, src, bytes, stream = 0) =>
+          driverCall(() => backend.copyAsync(dst, src, bytes, port.streamHandle(stream))),
         live: Effect.sync(() => port.live())
       })
     })

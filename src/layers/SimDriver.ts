@@ -401,6 +401,18 @@ export class SimDriver implements DriverPort, StreamPort {
     }
   }
 
+  /** Sets `bytes` bytes at `va` to `value` (the simulator runs stream work at once). */
+  fillAsync(va: number, value: number, bytes: number, stream: number): void {
+    if (!this.streams.has(stream)) fail("cuMemsetD8Async", "InvalidValue", `unknown stream ${stream}`)
+    this.write(va, new Uint8Array(bytes).fill(value))
+  }
+
+  /** Copies `bytes` from `src` to `dst` (the simulator runs stream work at once). */
+  copyAsync(dst: number, src: number, bytes: number, stream: number): void {
+    if (!this.streams.has(stream)) fail("cuMemcpyDtoDAsync", "InvalidValue", `unknown stream ${stream}`)
+    this.write(dst, this.read(src, bytes))
+  }
+
   /** Reads `bytes` of device memory at `va` (as `cuMemcpyDtoH`); never-written memory reads as 0. */
   read(va: number, bytes: number): Uint8Array {
     const out = new Uint8Array(bytes)

@@ -111,7 +111,11 @@ export class TrackedPort implements DriverPort, StreamPort {
   // number their streams 0, 1, 2...; a CUDA stream handle is a pointer. The registry hands out
   // small ids (0 is the default stream) and translates them to the backend's handles.
 
-  /** The backend's handle of a session stream id. */
+  /** The backend's handle of a session stream id (`DriverError` for one that is not live). */
+  streamHandle(stream: number): number {
+    return this.handle("stream", stream)
+  }
+
   private handle(call: string, stream: number): number {
     if (stream === 0) return 0
     const h = this.streams.get(stream)

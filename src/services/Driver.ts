@@ -37,6 +37,10 @@ export class Driver extends Context.Service<Driver, {
   readonly write: (address: number, data: Uint8Array) => Effect.Effect<void, DriverError>
   /** Copies `bytes` of device memory at `address` to the host (`cuMemcpyDtoH`). */
   readonly read: (address: number, bytes: number) => Effect.Effect<Uint8Array, DriverError>
+  /** Sets `bytes` bytes at `address` to `value`, in order on a session stream (default 0). */
+  readonly fill: (address: number, value: number, bytes: number, stream?: number) => Effect.Effect<void, DriverError>
+  /** Copies `bytes` of device memory from `src` to `dst`, in order on a session stream (default 0). */
+  readonly copy: (dst: number, src: number, bytes: number, stream?: number) => Effect.Effect<void, DriverError>
   /** Handles alive in the session's registry now. */
   readonly live: Effect.Effect<LiveHandles>
 }>()("gmlake/Driver") {}
