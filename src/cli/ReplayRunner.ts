@@ -145,7 +145,7 @@ export const replayWith = <E>(
   let metered: MeteredPort | undefined
   const allocatorLayer = GpuAllocator.layer((port) => {
     metered = new MeteredPort(port)
-    return makeAllocator(policy, metered, policyOptions)
+    return makeAllocator(policy, metered, policyOptions, port)
   })
   const session = Effect.gen(function*() {
     const driver = yield* Driver

@@ -4,7 +4,9 @@
  * @since 0.1.0
  */
 import type { Allocator, PolicyName } from "./Allocator.ts"
+import { CrossStreamAllocator } from "./CrossStream.ts"
 import type { DriverPort } from "./DriverPort.ts"
+import type { StreamPort } from "./StreamPort.ts"
 import { CachingAllocator } from "./policies/Caching.ts"
 import { ExpandableAllocator } from "./policies/Expandable.ts"
 import { StitchingAllocator } from "./policies/Stitching.ts"
@@ -13,21 +15,31 @@ import type { StitchingConfig } from "./policies/StitchingConfig.ts"
 /** Per-policy configuration; absent means the policy's defaults. @category models */
 export interface PolicyOptions {
   readonly gmlake?: StitchingConfig
+  /**
+   * Safe cross-stream reuse (Note [Cross-stream reuse]): one pool for all streams, frees guarded
+   * by events. Needs a `StreamPort`. Default: on for `gmlake` when one is given, off for the
+   * PyTorch baselines (which keep PyTorch's per-stream pools, as they must to stay faithful).
+   */
+  readonly crossStream?: boolean
 }
 
 /**
  * A fresh allocator of policy `name` over `port`.
  * @category constructors
  */
-export const makeAllocator = (name: PolicyName, port: DriverPort, options: PolicyOptions = {}): Allocator => {
-  switch (name) {
-    case "caching":
-      return new CachingAllocator(port)
-    case "expandable":
-      return new ExpandableAllocator(port)
-    case "gmlake":
-      return new StitchingAllocator(port, options.gmlake)
-  }
+export const makeAllocator = (
+  name: PolicyName,
+  port: DriverPort,
+  options: PolicyOptions = {},
+  streams?: StreamPort
+): Allocator => {
+  const core = name === "caching"
+    ? new CachingAllocator(port)
+    : name === "expandable"
+    ? new ExpandableAllocator(port)
+    : new StitchingAllocator(port, options.gmlake)
+  const crossStream = options.crossStream ?? name === "gmlake"
+  return crossStream && streams !== undefined ? new CrossStreamAllocator(core, streams) : core
 }
 
 /** Parses a policy name, or `undefined`. @category parsing */

@@ -11,7 +11,7 @@
 import { Context, Effect, Layer, type Scope } from "effect"
 import type { Allocator, PolicyName } from "../domain/Allocator.ts"
 import { DriverError, InvalidBlockError, InvalidRequestError, OutOfMemoryError } from "../domain/Errors.ts"
-import type { DriverPort } from "../domain/DriverPort.ts"
+import type { TrackedPort } from "../layers/TrackedPort.ts"
 import { type AllocatorStats, StatsAllocator } from "../domain/Stats.ts"
 import type { Address, BlockId } from "../domain/Units.ts"
 import { Driver } from "./Driver.ts"
@@ -64,7 +64,7 @@ const isDriverError = (e: unknown): e is DriverError => e instanceof DriverError
  * whatever it still holds when the session closes (Note [Handle ownership]).
  * @category layers
  */
-export const layer = (make: (port: DriverPort) => Allocator): Layer.Layer<GpuAllocator, never, Driver> =>
+export const layer = (make: (port: TrackedPort) => Allocator): Layer.Layer<GpuAllocator, never, Driver> =>
   Layer.effect(
     GpuAllocator,
     Effect.gen(function*() {
