@@ -15,12 +15,16 @@ import { policyFromString, type PolicyOptions } from "../domain/Policies.ts"
 import { decodeStitchingConfig } from "../domain/policies/StitchingConfig.ts"
 import type { Trace, TraceError } from "../domain/Trace.ts"
 import { formatBytes, formatGB } from "../domain/Units.ts"
-import type { DriverError } from "../domain/Errors.ts"
+import type { DriverError, InvalidBlockError, InvalidRequestError, OutOfMemoryError } from "../domain/Errors.ts"
 import { loadTrace } from "../layers/TraceFile.ts"
 import { flag, parseArgs, parseBytes, parseFraction, parseInteger, type Parsed, UsageError } from "./Args.ts"
 import { replayCuda, replaySim, type ReplayReport } from "./ReplayRunner.ts"
 import { layerCuda } from "../layers/CudaDriverLayer.ts"
 import { selftest } from "./Selftest.ts"
+import { streamsDemo } from "./StreamsDemo.ts"
+import { makeAllocator } from "../domain/Policies.ts"
+import * as GpuAllocatorService from "../services/Allocator.ts"
+import * as StreamsService from "../services/Streams.ts"
 import { layerSim } from "../layers/SimDriverLayer.ts"
 import * as Vmm from "../services/Vmm.ts"
 import { Layer } from "effect"
@@ -38,6 +42,8 @@ usage:
                                                          side by side with PyTorch's recorded figures
   gmlake bench [<trace>...] [--repeat 3] [--json]        compare, with the median ns/event of N replays
   gmlake selftest --device cuda|sim [--json]             check the allocator works on this machine
+  gmlake streams --device cuda|sim [--rounds 32] [--json] two streams' work through memory reused
+                                                         across them, verified byte for byte
   gmlake help | --help | --version
 
 Traces are gmlake-trace/1 files (gzip or plain JSON); see traces/README.md.`
@@ -235,7 +241,7 @@ const compareCommand = (argv: ReadonlyArray<string>, bench: boolean) =>
   })
 
 /** What the command line can fail with (each printed as one line). @category errors */
-export type MainError = UsageError | TraceError | DriverError | SelftestFailed
+export type MainError = UsageError | TraceError | DriverError | SelftestFailed | OutOfMemoryError | InvalidRequestError | InvalidBlockError
 
 /** Thrown (as a failure) when a check of the selftest failed: the report was printed already. */
 export class SelftestFailed extends Error {
@@ -267,6 +273,33 @@ const selftestCommand = (argv: ReadonlyArray<string>) =>
     if (!report.ok) return yield* Effect.fail(new SelftestFailed(`selftest failed: ${report.checks.filter((c) => !c.ok).map((c) => c.name).join(", ")}`))
   })
 
+const streamsCommand = (argv: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    const p = parseArgs("streams", argv, ["device", "rounds"], ["json"])
+    if (p.positionals.length > 0) throw new UsageError({ detail: `streams: unexpected argument "${p.positionals[0]}"` })
+    const device = flag(p, "device") ?? "sim"
+    if (device !== "sim" && device !== "cuda") {
+      throw new UsageError({ detail: `--device: unknown device "${device}" (known: sim, cuda)` })
+    }
+    const roundsText = flag(p, "rounds")
+    const rounds = roundsText === undefined ? 32 : parseInteger("--rounds", roundsText)
+    if (rounds < 1) throw new UsageError({ detail: "--rounds: must be at least 1" })
+    const session = Layer.mergeAll(
+      GpuAllocatorService.layer((port) => makeAllocator("gmlake", port, { crossStream: true }, port)),
+      StreamsService.layer
+    ).pipe(Layer.provideMerge(device === "cuda" ? layerCuda() : layerSim()))
+    const report = yield* streamsDemo(rounds).pipe(Effect.provide(session))
+    if (p.flags.has("json")) yield* Console.log(JSON.stringify(report))
+    else {
+      yield* Console.log(renderTable(["figure", "value"], Object.entries(report).map(([k, v]) => [k, String(v)])))
+    }
+    if (!report.ok) {
+      return yield* Effect.fail(new SelftestFailed(
+        `streams: ${report.mismatches} byte(s) differ; free memory ${report.freeBefore} B before, ${report.freeAfter} B after`
+      ))
+    }
+  })
+
 /**
  * Runs the command line. Fails with `UsageError`, `TraceError` or a device error; the entry point
  * turns those into one line and an exit code.
@@ -291,6 +324,8 @@ export const main = (argv: ReadonlyArray<string>): Effect.Effect<void, MainError
         return compareCommand(rest, true)
       case "selftest":
         return selftestCommand(rest)
+      case "streams":
+        return streamsCommand(rest)
       default:
         return Effect.fail(new UsageError({ detail: `unknown command "${command}" (try: gmlake help)` }))
     }

@@ -16,8 +16,8 @@
  *
  * While only one stream has been used, a free goes to the pool at once with no event: stream
  * order already makes that safe, and single-stream work pays nothing for the adaptor. Under
- * memory pressure (the inner allocator reports out of memory) the streams holding pending blocks
- * are synchronized and the request is retried once, as PyTorch does before its own out-of-memory.
+ * memory pressure (the inner allocator reports out of memory) the events of pending blocks are
+ * waited for and the request is retried once, as PyTorch does before its own out-of-memory.
  *
  * The price: a block freed on a stream is not reused by that same stream before its event
  * completes (the inner pool has no notion of "free for this stream only"). Events complete within
@@ -56,7 +56,6 @@ export class CrossStreamAllocator implements Allocator {
   /** FIFO of pending blocks and their events. */
   private readonly pendingBlocks: Array<number> = []
   private readonly pendingEvents: Array<number> = []
-  private readonly pendingStreams: Array<number> = []
   private head = 0
   /** The first stream used; -1 before any. Several streams in use once another is seen. */
   private firstStream = -1
@@ -81,7 +80,6 @@ export class CrossStreamAllocator implements Allocator {
     if (this.head > 0 && this.head === this.pendingBlocks.length) {
       this.pendingBlocks.length = 0
       this.pendingEvents.length = 0
-      this.pendingStreams.length = 0
       this.head = 0
     }
   }
@@ -94,20 +92,12 @@ export class CrossStreamAllocator implements Allocator {
     this.inner.free(b as BlockId)
   }
 
-  /** Waits for the streams of every pending block, then gives them all back. */
+  /** Waits for the event of every pending block, then gives them all back. */
   private syncAll(): void {
-    const seen = new Set<number>()
-    for (let i = this.head; i < this.pendingBlocks.length; i++) {
-      const s = this.pendingStreams[i]!
-      if (!seen.has(s)) {
-        seen.add(s)
-        this.events.streamSynchronize(s)
-      }
-    }
+    for (let i = this.head; i < this.pendingBlocks.length; i++) this.events.eventSynchronize(this.pendingEvents[i]!)
     for (let i = this.head; i < this.pendingBlocks.length; i++) this.release(i)
     this.pendingBlocks.length = 0
     this.pendingEvents.length = 0
-    this.pendingStreams.length = 0
     this.head = 0
   }
 
@@ -167,7 +157,6 @@ export class CrossStreamAllocator implements Allocator {
     this.state.set(block, PENDING)
     this.pendingBlocks.push(block)
     this.pendingEvents.push(e)
-    this.pendingStreams.push(s)
     this.guarded++
   }
 

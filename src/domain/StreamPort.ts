@@ -20,6 +20,8 @@ export interface StreamPort {
   eventRecord(stream: number): number
   /** Whether the event has completed (`cuEventQuery`), without blocking. */
   eventQuery(event: number): boolean
+  /** Waits until the event has completed (`cuEventSynchronize`); valid after its stream is gone. */
+  eventSynchronize(event: number): void
   /** `cuEventDestroy`. */
   eventDestroy(event: number): void
 }

@@ -96,6 +96,7 @@ export const openCudaSession = (options: CudaSessionOptions = {}): Effect.Effect
       streamSynchronize: (s) => port.streamSynchronize(s as never),
       eventRecord: (s) => port.eventRecord(s as never),
       eventQuery: (e) => port.eventQuery(e as never),
+      eventSynchronize: (e) => port.eventSynchronize(e as never),
       eventDestroy: (e) => port.eventDestroy(e as never),
       write: (va, data) => port.write(va, data),
       read: (va, bytes) => port.read(va, bytes),

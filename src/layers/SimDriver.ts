@@ -476,6 +476,11 @@ export class SimDriver implements DriverPort, StreamPort {
     if (e === undefined) return fail("cuEventQuery", "InvalidValue", `unknown event ${event}`)
     return e.done <= this.clock
   }
+  eventSynchronize(event: number): void {
+    const e = this.events.get(event)
+    if (e === undefined) return fail("cuEventSynchronize", "InvalidValue", `unknown event ${event}`)
+    if (e.done > this.clock) e.done = this.clock
+  }
   eventDestroy(event: number): void {
     if (!this.events.delete(event)) fail("cuEventDestroy", "InvalidValue", `unknown event ${event}`)
   }

@@ -146,6 +146,9 @@ export class TrackedPort implements DriverPort, StreamPort {
   eventQuery(event: number): boolean {
     return this.inner.eventQuery(event)
   }
+  eventSynchronize(event: number): void {
+    this.inner.eventSynchronize(event)
+  }
   eventDestroy(event: number): void {
     this.inner.eventDestroy(event)
     this.events.delete(event)

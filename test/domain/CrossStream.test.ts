@@ -82,6 +82,10 @@ describe.each(policyNames)("cross-stream reuse: %s", (policy) => {
               if (ok) done.add(e)
               return ok
             },
+            eventSynchronize: (e) => {
+              sim.eventSynchronize(e)
+              done.add(e)
+            },
             eventDestroy: (e) => {
               expect(done.has(e)).toBe(true) // an event is dropped only once known complete
               sim.eventDestroy(e)
