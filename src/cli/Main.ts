@@ -8,7 +8,9 @@
  * @since 0.1.0
  */
 import { Console, Effect } from "effect"
-import { readdirSync } from "node:fs"
+import { readdirSync, writeFileSync } from "node:fs"
+import { gzipSync } from "node:zlib"
+import { multiStreamTrace } from "../domain/Synthetic.ts"
 import { join } from "node:path"
 import { type PolicyName, policyNames } from "../domain/Allocator.ts"
 import { policyFromString, type PolicyOptions } from "../domain/Policies.ts"
@@ -37,7 +39,9 @@ const HELP = `gmlake ${VERSION}: a virtual-memory-stitching GPU allocator (GMLak
 usage:
   gmlake replay <trace> [--policy caching,expandable,gmlake] [--device sim|cuda] [--json]
                         [--capacity 80GiB] [--granularity 2MiB] [--config <json>]
-                        [--inject-faults RATE --seed N]
+                        [--inject-faults RATE --seed N] [--cross-stream on|off]
+  gmlake generate [--seed 1] [--steps 6] [--layers 12] [--out file.json.gz]
+                                                         a synthetic multi-stream training trace
   gmlake compare [<trace>...] [--policy ...] [--json]     replay bundled (or given) traces, every policy,
                                                          side by side with PyTorch's recorded figures
   gmlake bench [<trace>...] [--repeat 3] [--json]        compare, with the median ns/event of N replays
@@ -73,8 +77,13 @@ const parsePolicies = (p: Parsed): Array<PolicyName> => {
 }
 
 const parsePolicyOptions = (p: Parsed): PolicyOptions => {
+  const cross = flag(p, "cross-stream")
+  if (cross !== undefined && cross !== "on" && cross !== "off") {
+    throw new UsageError({ detail: `--cross-stream: expected on or off, got "${cross}"` })
+  }
+  const crossStream = cross === undefined ? {} : { crossStream: cross === "on" }
   const text = flag(p, "config")
-  if (text === undefined) return {}
+  if (text === undefined) return crossStream
   let json: unknown
   try {
     json = JSON.parse(text)
@@ -83,7 +92,7 @@ const parsePolicyOptions = (p: Parsed): PolicyOptions => {
   }
   const r = decodeStitchingConfig(json)
   if (r._tag === "Failure") throw new UsageError({ detail: `--config: ${r.failure.message}` })
-  return { gmlake: r.success }
+  return { ...crossStream, gmlake: r.success }
 }
 
 const pct = (x: number) => `${(x * 100).toFixed(1)}%`
@@ -143,7 +152,7 @@ const replayAll = (trace: Trace, policies: ReadonlyArray<PolicyName>, sim: Param
 
 const replayCommand = (argv: ReadonlyArray<string>) =>
   Effect.gen(function*() {
-    const p = parseArgs("replay", argv, ["policy", "device", "capacity", "granularity", "config", "inject-faults", "seed"], [
+    const p = parseArgs("replay", argv, ["policy", "device", "capacity", "granularity", "config", "inject-faults", "seed", "cross-stream"], [
       "json"
     ])
     if (p.positionals.length !== 1) {
@@ -273,6 +282,26 @@ const selftestCommand = (argv: ReadonlyArray<string>) =>
     if (!report.ok) return yield* Effect.fail(new SelftestFailed(`selftest failed: ${report.checks.filter((c) => !c.ok).map((c) => c.name).join(", ")}`))
   })
 
+const generateCommand = (argv: ReadonlyArray<string>) =>
+  Effect.gen(function*() {
+    const p = parseArgs("generate", argv, ["seed", "steps", "layers", "out"], [])
+    if (p.positionals.length > 0) throw new UsageError({ detail: `generate: unexpected argument "${p.positionals[0]}"` })
+    const int = (name: string, fallback: number, min: number) => {
+      const t = flag(p, name)
+      const n = t === undefined ? fallback : parseInteger(`--${name}`, t)
+      if (n < min) throw new UsageError({ detail: `--${name}: must be at least ${min}` })
+      return n
+    }
+    const doc = multiStreamTrace({ seed: int("seed", 1, 0), steps: int("steps", 6, 1), layers: int("layers", 12, 1) })
+    const out = flag(p, "out")
+    const text = JSON.stringify(doc)
+    if (out === undefined) return yield* Console.log(text)
+    yield* Effect.try({
+      try: () => writeFileSync(out, out.endsWith(".gz") ? gzipSync(text) : text),
+      catch: (e) => new UsageError({ detail: `--out: cannot write ${out} (${(e as NodeJS.ErrnoException).code ?? String(e)})` })
+    })
+  })
+
 const streamsCommand = (argv: ReadonlyArray<string>) =>
   Effect.gen(function*() {
     const p = parseArgs("streams", argv, ["device", "rounds"], ["json"])
@@ -326,6 +355,8 @@ export const main = (argv: ReadonlyArray<string>): Effect.Effect<void, MainError
         return selftestCommand(rest)
       case "streams":
         return streamsCommand(rest)
+      case "generate":
+        return generateCommand(rest)
       default:
         return Effect.fail(new UsageError({ detail: `unknown command "${command}" (try: gmlake help)` }))
     }

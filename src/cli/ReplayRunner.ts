@@ -5,6 +5,7 @@
  */
 import { Deferred, Effect, Exit, Fiber, Layer } from "effect"
 import type { PolicyName } from "../domain/Allocator.ts"
+import { CrossStreamAllocator } from "../domain/CrossStream.ts"
 import { makeAllocator, type PolicyOptions } from "../domain/Policies.ts"
 import { Replayer } from "../domain/Replay.ts"
 import type { Trace } from "../domain/Trace.ts"
@@ -47,6 +48,8 @@ export interface ReplayReport {
   /** PyTorch's own peak reserved on the recorded run, for the same policy family, when the trace has it. */
   readonly pytorchPeakReserved: number | null
   readonly firstOom: string | null
+  /** Whether safe cross-stream reuse was on (Note [Cross-stream reuse]). */
+  readonly crossStream: boolean
 }
 
 /** Events replayed between two yields (so that an interrupt can stop a long replay). */
@@ -118,7 +121,7 @@ export const replaySim = (
   trace: Trace,
   policy: PolicyName,
   options: { readonly sim?: SimDriverOptions; readonly policy?: PolicyOptions } = {}
-): Effect.Effect<ReplayReport> =>
+): Effect.Effect<ReplayReport, DriverError> =>
   Effect.suspend(() => {
     const sim = new SimDriver(options.sim ?? {})
     // Note [Simulated streams]: one tick per event, only where events matter (several streams).
@@ -141,15 +144,24 @@ export const replayWith = <E>(
   policyOptions: PolicyOptions,
   after: () => { readonly leaked: number; readonly faults: number },
   tick?: (index: number) => void
-): Effect.Effect<ReplayReport, E> => {
+): Effect.Effect<ReplayReport, E | DriverError> => {
   let metered: MeteredPort | undefined
+  let crossStream = false
   const allocatorLayer = GpuAllocator.layer((port) => {
     metered = new MeteredPort(port)
-    return makeAllocator(policy, metered, policyOptions, port)
+    const a = makeAllocator(policy, metered, policyOptions, port)
+    crossStream = a instanceof CrossStreamAllocator
+    return a
   })
   const session = Effect.gen(function*() {
     const driver = yield* Driver
     const allocator = yield* GpuAllocator.GpuAllocator
+    // The trace's streams 1..n-1 become the session's streams 1..n-1 (Note [Stream ids]); the
+    // session's registry destroys them when it closes.
+    for (let s = 1; s < trace.streams; s++) {
+      const id = yield* driverCall(() => driver.port.streamCreate())
+      if (id !== s) return yield* Effect.die(new Error(`stream ${s} of the trace became session stream ${id}`))
+    }
     const replayer = new Replayer(trace, allocator.core.inner)
     const ns = trace.streams > 1 ? yield* driveStreams(trace, replayer, tick) : yield* driveSingle(replayer, tick)
     return { outcome: replayer.outcome(), ns, counters: allocator.core.counters(), info: driver.info }
@@ -182,7 +194,8 @@ export const replayWith = <E>(
       releasedForPressure: counters.releasedForPressure,
       leakedHandles: leaked,
       pytorchPeakReserved: anchor?.peakReserved ?? null,
-      firstOom: outcome.firstOom?.message ?? null
+      firstOom: outcome.firstOom?.message ?? null,
+      crossStream: crossStream
     }
   })
 }

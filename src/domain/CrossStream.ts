@@ -8,40 +8,47 @@
  * memory the others cannot use. Reusing it across streams is safe only once the freeing stream's
  * work on the block is done; PyTorch already guards `record_stream` blocks that way.
  *
- * This adaptor gives all streams one pool of the inner allocator, and keeps every block freed
- * while several streams are in use out of that pool until an event recorded on its stream at the
- * free has completed (`StreamPort.eventRecord`, polled with `eventQuery`, never waited for on the
- * hot path). A deferred free (`record_stream`) first waits for `complete`, then the same. So no
- * block is handed to any stream before the work that used it has finished, whichever stream asks.
+ * This adaptor gives all streams one pool of the inner allocator. While several streams are in
+ * use, a freed block does not go back to that pool at once: an event is recorded on its stream at
+ * the free, and the block waits, *pending*, until the event has completed (polled with
+ * `eventQuery` when memory is asked for, never waited for on the hot path). Meanwhile its own
+ * stream may take it back at once for a request it fits (stream order makes that safe, as in
+ * PyTorch): pending blocks are indexed per stream by size, and a request that fits one of its own
+ * stream's pending blocks within `ownStreamSlack` reuses it with no driver call. A deferred free
+ * (`record_stream`) first waits for `complete`, then the same. So no block is handed to another
+ * stream before the work that used it has finished.
  *
  * While only one stream has been used, a free goes to the pool at once with no event: stream
  * order already makes that safe, and single-stream work pays nothing for the adaptor. Under
  * memory pressure (the inner allocator reports out of memory) the events of pending blocks are
  * waited for and the request is retried once, as PyTorch does before its own out-of-memory.
  *
- * The price: a block freed on a stream is not reused by that same stream before its event
- * completes (the inner pool has no notion of "free for this stream only"). Events complete within
- * microseconds of the work they follow, so the window is short.
- *
  * @since 0.1.0
  */
 import type { Allocator, PolicyCounters, PolicyName } from "./Allocator.ts"
+import { BestFit } from "./BestFit.ts"
 import { InvalidBlockError, InvalidRequestError, OutOfMemoryError } from "./Errors.ts"
 import type { StreamPort } from "./StreamPort.ts"
 import type { Address, BlockId } from "./Units.ts"
 
-/** A block with no state entry is live. */
-const LIVE = 1
 /** Freed with `deferred`: waits for `complete`. */
 const GUARDED = 2
-/** Freed, its event recorded: waits for the event. */
+/** Freed, its event recorded: waits for the event (or its own stream). */
 const PENDING = 3
+
+/**
+ * A pending block serves its own stream's request when its size exceeds the request by at most
+ * this fraction (the rest of the block is idle while it is used).
+ */
+const OWN_STREAM_SLACK = 1 / 8
 
 /** Counters of the adaptor, beside the inner policy's. @category models */
 export interface CrossStreamCounters {
-  /** Blocks that waited for an event before going back to the shared pool. */
+  /** Frees that waited for an event before their block went back to the shared pool. */
   readonly eventGuardedFrees: number
-  /** Times pending blocks had to be waited for (streams synchronized) under memory pressure. */
+  /** Pending blocks taken back by their own stream before their event completed. */
+  readonly ownStreamReuses: number
+  /** Times pending blocks had to be waited for under memory pressure. */
   readonly pressureSyncs: number
 }
 
@@ -50,17 +57,25 @@ export class CrossStreamAllocator implements Allocator {
   readonly policy: PolicyName
   readonly inner: Allocator
   private readonly events: StreamPort
-  /** Block -> its stream and state (only blocks the adaptor must know about). */
+  /** Block -> its stream (set once several streams are in use). */
   private readonly stream = new Map<number, number>()
+  /** Block -> GUARDED or PENDING; a block with no entry is live. */
   private readonly state = new Map<number, number>()
-  /** FIFO of pending blocks and their events. */
-  private readonly pendingBlocks: Array<number> = []
-  private readonly pendingEvents: Array<number> = []
+  /** Block -> the size its current holder asked for, where it differs from the inner block's. */
+  private readonly sizeOf = new Map<number, number>()
+  /** Pending block -> its event. */
+  private readonly eventOf = new Map<number, number>()
+  /** Pending blocks in free order (entries no longer pending are skipped). */
+  private readonly fifo: Array<number> = []
   private head = 0
-  /** The first stream used; -1 before any. Several streams in use once another is seen. */
+  /** Per stream: its pending blocks by size (tie: free order). */
+  private readonly ownPending: Array<BestFit | undefined> = []
+  private seq = 0
+  /** The first stream used; -1 before any. Several streams are in use once another is seen. */
   private firstStream = -1
   private multi = false
-  private guarded = 0
+  private guardedFrees = 0
+  private ownReuses = 0
   private syncs = 0
 
   constructor(inner: Allocator, events: StreamPort) {
@@ -69,35 +84,58 @@ export class CrossStreamAllocator implements Allocator {
     this.events = events
   }
 
-  /** Gives back to the pool every pending block whose event has completed, in free order. */
+  private streamOf(block: number): number {
+    return this.stream.get(block) ?? this.firstStream
+  }
+
+  private sizeFor(block: number): number {
+    return this.sizeOf.get(block) ?? this.inner.size(block as BlockId)
+  }
+
+  /** Takes `block` out of the pending set (its event destroyed); it becomes live again or goes back. */
+  private unpend(block: number): void {
+    this.events.eventDestroy(this.eventOf.get(block)!)
+    this.eventOf.delete(block)
+    this.state.delete(block)
+    this.ownPending[this.streamOf(block)]?.remove(block, this.sizeFor(block), this.tieOf.get(block)!)
+    this.tieOf.delete(block)
+  }
+  private readonly tieOf = new Map<number, number>()
+
+  /** Gives a pending block back to the shared pool. */
+  private release(block: number): void {
+    this.unpend(block)
+    this.stream.delete(block)
+    this.sizeOf.delete(block)
+    this.inner.free(block as BlockId)
+  }
+
+  /** Gives back every pending block whose event has completed, in free order. */
   private drain(): void {
-    while (this.head < this.pendingBlocks.length) {
-      const e = this.pendingEvents[this.head]!
-      if (!this.events.eventQuery(e)) return
-      this.release(this.head)
+    const fifo = this.fifo
+    while (this.head < fifo.length) {
+      const b = fifo[this.head]!
+      const e = this.eventOf.get(b)
+      if (e !== undefined) {
+        if (!this.events.eventQuery(e)) break
+        this.release(b)
+      }
       this.head++
     }
-    if (this.head > 0 && this.head === this.pendingBlocks.length) {
-      this.pendingBlocks.length = 0
-      this.pendingEvents.length = 0
+    if (this.head === fifo.length) {
+      fifo.length = 0
       this.head = 0
     }
   }
 
-  private release(i: number): void {
-    const b = this.pendingBlocks[i]!
-    this.events.eventDestroy(this.pendingEvents[i]!)
-    this.state.delete(b)
-    this.stream.delete(b)
-    this.inner.free(b as BlockId)
-  }
-
   /** Waits for the event of every pending block, then gives them all back. */
   private syncAll(): void {
-    for (let i = this.head; i < this.pendingBlocks.length; i++) this.events.eventSynchronize(this.pendingEvents[i]!)
-    for (let i = this.head; i < this.pendingBlocks.length; i++) this.release(i)
-    this.pendingBlocks.length = 0
-    this.pendingEvents.length = 0
+    for (const e of this.eventOf.values()) this.events.eventSynchronize(e)
+    for (let i = this.head; i < this.fifo.length; i++) {
+      const b = this.fifo[i]!
+      if (this.eventOf.has(b)) this.release(b)
+    }
+    this.fifo.length = 0
     this.head = 0
   }
 
@@ -109,12 +147,26 @@ export class CrossStreamAllocator implements Allocator {
       if (this.firstStream < 0) this.firstStream = stream
       else this.multi = true
     }
-    if (this.head < this.pendingBlocks.length) this.drain()
+    if (this.eventOf.size > 0) {
+      // Its own stream's pending blocks first: no event to wait for, no driver call.
+      const own = this.ownPending[stream]
+      if (own !== undefined && own.length > 0 && Number.isInteger(size) && size > 0) {
+        const i = own.findIndex(size)
+        if (i >= 0 && own.sizeAt(i) <= size + size * OWN_STREAM_SLACK) {
+          const b = own.idAt(i)
+          this.unpend(b)
+          this.sizeOf.set(b, size)
+          this.ownReuses++
+          return b as BlockId
+        }
+      }
+      this.drain()
+    }
     let b: BlockId
     try {
       b = this.inner.malloc(size, 0)
     } catch (e) {
-      if (!(e instanceof OutOfMemoryError) || this.head >= this.pendingBlocks.length) throw e
+      if (!(e instanceof OutOfMemoryError) || this.eventOf.size === 0) throw e
       this.syncs++
       this.syncAll()
       b = this.inner.malloc(size, 0)
@@ -124,54 +176,52 @@ export class CrossStreamAllocator implements Allocator {
     return b
   }
 
-  private check(block: BlockId, operation: string): number {
+  private check(block: BlockId, operation: string): void {
     const st = this.state.get(block)
     if (st === GUARDED || st === PENDING) {
       throw new InvalidBlockError({ block, operation, detail: "the block was already freed" })
     }
-    return st ?? LIVE
   }
 
   free(block: BlockId, deferred?: boolean): void {
     this.check(block, "free")
+    this.inner.size(block) // InvalidBlockError for a block that is not live
     if (deferred === true) {
-      this.inner.size(block) // InvalidBlockError for a block that is not live
       this.state.set(block, GUARDED)
-      this.guarded++
       return
     }
-    if (!this.multi) {
-      this.stream.delete(block)
-      this.state.delete(block)
-      this.inner.free(block)
-      return
-    }
-    this.pend(block)
+    if (this.multi) this.pend(block)
+    else this.giveBack(block)
+  }
+
+  private giveBack(block: BlockId): void {
+    this.stream.delete(block)
+    this.sizeOf.delete(block)
+    this.state.delete(block)
+    this.inner.free(block)
   }
 
   /** Records the freeing stream's event and holds the block until it completes. */
   private pend(block: BlockId): void {
-    this.inner.size(block) // InvalidBlockError for a block that is not live
-    const s = this.stream.get(block) ?? this.firstStream
+    const s = this.streamOf(block)
     const e = this.events.eventRecord(s)
     this.state.set(block, PENDING)
-    this.pendingBlocks.push(block)
-    this.pendingEvents.push(e)
-    this.guarded++
+    this.eventOf.set(block, e)
+    this.fifo.push(block)
+    const tie = this.seq++
+    this.tieOf.set(block, tie)
+    const index = (this.ownPending[s] ??= new BestFit())
+    index.insert(block, this.sizeFor(block), tie)
+    this.guardedFrees++
   }
 
   complete(block: BlockId): void {
     if (this.state.get(block) !== GUARDED) {
       throw new InvalidBlockError({ block, operation: "complete", detail: "the block is not awaiting completion" })
     }
-    if (this.multi) {
-      this.pend(block)
-      return
-    }
     // One stream only: its own order makes the memory safe to reuse once the guard completed.
-    this.state.delete(block)
-    this.stream.delete(block)
-    this.inner.free(block)
+    if (this.multi) this.pend(block)
+    else this.giveBack(block)
   }
 
   address(block: BlockId): Address {
@@ -180,11 +230,11 @@ export class CrossStreamAllocator implements Allocator {
   }
   size(block: BlockId): number {
     this.check(block, "size")
-    return this.inner.size(block)
+    return this.sizeFor(block)
   }
-  /** Waits for the streams of pending blocks (as PyTorch's `empty_cache` does), then empties the pool. */
+  /** Waits for the events of pending blocks (as PyTorch's `empty_cache` does), then empties the pool. */
   emptyCache(): void {
-    if (this.head < this.pendingBlocks.length) this.syncAll()
+    if (this.eventOf.size > 0) this.syncAll()
     this.inner.emptyCache()
   }
   reserved(): number {
@@ -194,7 +244,7 @@ export class CrossStreamAllocator implements Allocator {
     return this.inner.counters()
   }
   crossStreamCounters(): CrossStreamCounters {
-    return { eventGuardedFrees: this.guarded, pressureSyncs: this.syncs }
+    return { eventGuardedFrees: this.guardedFrees, ownStreamReuses: this.ownReuses, pressureSyncs: this.syncs }
   }
   /** Blocks freed but not yet back in the pool (awaiting `complete` or an event). */
   pending(): number {

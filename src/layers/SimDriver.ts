@@ -451,7 +451,7 @@ export class SimDriver implements DriverPort, StreamPort {
   }
 
   streamCreate(): number {
-    this.maybeFault("cuStreamCreate", "OutOfMemory")
+    // Not subject to fault injection: faults model memory calls (Note [Simulated streams]).
     const s = this.nextStream++
     this.streams.add(s)
     return s
