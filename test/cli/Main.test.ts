@@ -59,7 +59,7 @@ describe("gmlake command line", () => {
 
   it("replays a multi-stream trace with fault injection, counting failures and leaking nothing", () => {
     const file = write("multi.json.gz", gzipSync(JSON.stringify(multiStreamTrace({ seed: 5, steps: 3, layers: 6 }))))
-    const r = gmlake("replay", file, "--inject-faults", "0.05", "--seed", "3", "--json")
+    const r = gmlake("replay", file, "--inject-faults", "0.3", "--seed", "3", "--json")
     expect(r.code).toBe(0)
     for (const line of r.out.trim().split("\n")) {
       const l = JSON.parse(line)
