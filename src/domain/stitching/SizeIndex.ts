@@ -1,0 +1,142 @@
+/**
+ * A best-fit index over numeric ids ordered by (size, tie): the same contract as `BestFit.ts`
+ * (smallest entry of at least `n` bytes, lowest tie among equals), stored in typed arrays.
+ *
+ * Note [Typed free lists]
+ * -----------------------
+ * The stitching allocator updates its free lists two to four times per allocation and free,
+ * which makes them the largest part of its replay time. `BestFit` keeps three plain arrays and
+ * moves them with `splice`, which allocates the array it returns on every call (garbage the
+ * collector must later sweep) and goes through the generic element path. Here the columns are
+ * typed arrays shifted in place: a short loop for the few entries a typical free list moves
+ * (tens), `copyWithin` (a memmove) past that. Measured on the replay of the four traces, with
+ * the same decisions, this took about a third off the cost of each update.
+ *
+ * @since 0.1.0
+ */
+
+/** Below this many entries to move, a loop beats `copyWithin`'s call overhead. */
+const LOOP_MOVE = 16
+
+/** @category models */
+export class SizeIndex {
+  private sizes: Float64Array
+  private ties: Float64Array
+  private ids: Int32Array
+  private n = 0
+
+  constructor(capacity = 64) {
+    this.sizes = new Float64Array(capacity)
+    this.ties = new Float64Array(capacity)
+    this.ids = new Int32Array(capacity)
+  }
+
+  /** Number of entries. */
+  get length(): number {
+    return this.n
+  }
+
+  /** Index of the first entry not less than (size, tie). */
+  private lowerBound(size: number, tie: number): number {
+    const sizes = this.sizes
+    const ties = this.ties
+    let lo = 0
+    let hi = this.n
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1
+      const s = sizes[mid]!
+      if (s < size || (s === size && ties[mid]! < tie)) lo = mid + 1
+      else hi = mid
+    }
+    return lo
+  }
+
+  private grow(): void {
+    const cap = this.ids.length * 2
+    const sizes = new Float64Array(cap)
+    sizes.set(this.sizes)
+    this.sizes = sizes
+    const ties = new Float64Array(cap)
+    ties.set(this.ties)
+    this.ties = ties
+    const ids = new Int32Array(cap)
+    ids.set(this.ids)
+    this.ids = ids
+  }
+
+  insert(id: number, size: number, tie: number): void {
+    if (this.n === this.ids.length) this.grow()
+    const i = this.lowerBound(size, tie)
+    const n = this.n
+    const sizes = this.sizes
+    const ties = this.ties
+    const ids = this.ids
+    if (n - i > LOOP_MOVE) {
+      sizes.copyWithin(i + 1, i, n)
+      ties.copyWithin(i + 1, i, n)
+      ids.copyWithin(i + 1, i, n)
+    } else {
+      for (let k = n; k > i; k--) {
+        sizes[k] = sizes[k - 1]!
+        ties[k] = ties[k - 1]!
+        ids[k] = ids[k - 1]!
+      }
+    }
+    sizes[i] = size
+    ties[i] = tie
+    ids[i] = id
+    this.n = n + 1
+  }
+
+  /** Removes the entry (size, tie) holding `id`; returns whether it was there. */
+  remove(id: number, size: number, tie: number): boolean {
+    let i = this.lowerBound(size, tie)
+    const n = this.n
+    const sizes = this.sizes
+    const ties = this.ties
+    const ids = this.ids
+    while (i < n && ids[i] !== id) {
+      if (sizes[i] !== size || ties[i] !== tie) return false
+      i++
+    }
+    if (i >= n) return false
+    if (n - i > LOOP_MOVE) {
+      sizes.copyWithin(i, i + 1, n)
+      ties.copyWithin(i, i + 1, n)
+      ids.copyWithin(i, i + 1, n)
+    } else {
+      for (let k = i + 1; k < n; k++) {
+        sizes[k - 1] = sizes[k]!
+        ties[k - 1] = ties[k]!
+        ids[k - 1] = ids[k]!
+      }
+    }
+    this.n = n - 1
+    return true
+  }
+
+  /** Position of the smallest entry of at least `size` bytes (lowest tie first), or -1. */
+  findIndex(size: number): number {
+    const i = this.lowerBound(size, -Infinity)
+    return i < this.n ? i : -1
+  }
+
+  /** The id of the smallest entry of at least `size` bytes (lowest tie first), or -1. */
+  bestFit(size: number): number {
+    const i = this.lowerBound(size, -Infinity)
+    return i < this.n ? this.ids[i]! : -1
+  }
+
+  /** The entry at a position (0 = smallest). */
+  idAt(i: number): number {
+    return this.ids[i]!
+  }
+  sizeAt(i: number): number {
+    return this.sizes[i]!
+  }
+
+  /** The largest entry's size, or 0. */
+  largest(): number {
+    return this.n === 0 ? 0 : this.sizes[this.n - 1]!
+  }
+}
