@@ -22,6 +22,22 @@
  * stitched view can be checked byte for byte against the blocks it aliases without the
  * simulator holding gigabytes.
  *
+ * Note [Simulated system]
+ * -----------------------
+ * Several simulated devices form a system (`SimDriver.system`, wrapped by `layers/SimSystem.ts`)
+ * the way CUDA's unified addressing makes one process see its GPUs: one virtual address space
+ * and one table of chunk handles shared by all devices, so that a device can map a chunk that
+ * lives on a peer into a range it reserved. What stays per device is what is physical: each
+ * device has its own capacity, and a chunk counts against the device it was created on (its
+ * *location*) until it is released and unmapped everywhere, whichever device's port performs the
+ * last unmap. Access is per device too: `setAccess` through device i's port grants device i (and
+ * only i) access to the mappings it covers, and refuses (NotSupported, CUresult 217,
+ * `CUDA_ERROR_PEER_ACCESS_UNSUPPORTED`) when one of them holds a chunk located on a peer that i
+ * may not access; `translate`, `read` and `write` through device i need i's access. A device's
+ * ledger counts what is its own: chunks located on it, ranges reserved through it and the
+ * mappings inside them, its classic allocations, streams and events. A standalone `SimDriver`
+ * is a system of one device, and behaves exactly as before.
+ *
  * @since 0.1.0
  */
 import type { DriverCallKind, DriverPort } from "../domain/DriverPort.ts"
@@ -59,6 +75,8 @@ export interface SimStep {
 interface Chunk {
   readonly handle: number
   readonly bytes: number
+  /** The ordinal of the device whose memory it is (Note [Simulated system]). */
+  readonly location: number
   mappings: number
   released: boolean
   /** Contents, allocated on first write (Note [Simulated physical memory]). */
@@ -69,12 +87,15 @@ interface Mapping {
   readonly offset: number
   readonly bytes: number
   readonly handle: number
-  access: boolean
+  /** The devices that have access, as a bit set of ordinals (Note [Simulated system]). */
+  access: number
 }
 
 interface Range {
   readonly base: number
   readonly bytes: number
+  /** The ordinal of the device whose port reserved it. */
+  readonly owner: number
   /** Sorted by offset, non-overlapping. */
   readonly maps: Array<Mapping>
 }
@@ -139,6 +160,38 @@ class AddressSpace {
   }
 }
 
+/** What the devices of one system share (Note [Simulated system]). */
+interface SharedSpace {
+  nextHandle: number
+  readonly chunks: Map<number, Chunk>
+  readonly ranges: Map<number, Range>
+  /** Range bases sorted ascending, to find the range holding an address. */
+  readonly rangeBases: Array<number>
+  readonly va: AddressSpace
+  readonly allocSpace: AddressSpace
+  /** The devices, by ordinal. */
+  readonly devices: Array<SimDriver>
+  /** Whether device `from` may access memory located on device `to` (from != to). */
+  peerAccess: (from: number, to: number) => boolean
+}
+
+const newSpace = (): SharedSpace => ({
+  nextHandle: 1,
+  chunks: new Map(),
+  ranges: new Map(),
+  rangeBases: [],
+  va: new AddressSpace(VA_BASE, VA_LIMIT),
+  allocSpace: new AddressSpace(ALLOC_BASE, ALLOC_LIMIT),
+  devices: [],
+  peerAccess: () => true
+})
+
+/** The most devices one simulated system holds (access is a 31-bit set of ordinals). @category constants */
+export const maxSimDevices = 16
+
+/** `CUDA_ERROR_PEER_ACCESS_UNSUPPORTED`. */
+const PEER_ACCESS_UNSUPPORTED = 217
+
 const CODE: Record<DriverFailureReason, number> = {
   OutOfMemory: 2,
   InvalidValue: 1,
@@ -167,15 +220,16 @@ export class SimDriver implements DriverPort, StreamPort {
   /** Injected faults so far. */
   faults = 0
 
-  private readonly chunks = new Map<number, Chunk>()
-  private readonly ranges = new Map<number, Range>()
-  /** Range bases sorted ascending, to find the range holding an address. */
-  private readonly rangeBases: Array<number> = []
+  /** Shared with the other devices of its system (Note [Simulated system]). */
+  private space: SharedSpace = newSpace()
+  /** Its ordinal in its system, and the access bit of that ordinal. */
+  private index = 0
+  private bit = 1
   private readonly allocations = new Map<number, number>()
-  private readonly va = new AddressSpace(VA_BASE, VA_LIMIT)
-  private readonly allocSpace = new AddressSpace(ALLOC_BASE, ALLOC_LIMIT)
-  private nextHandle = 1
   private physical = 0
+  /** Live chunks located on this device, and ranges reserved through it. */
+  private chunkCount = 0
+  private rangeCount = 0
   private readonly faultRate: number
   private readonly random: () => number
   private readonly eventLatency: number
@@ -194,6 +248,58 @@ export class SimDriver implements DriverPort, StreamPort {
     if (!(this.capacity >= 0 && Number.isInteger(this.capacity))) {
       fail("SimDriver", "InvalidValue", `capacity must be a non-negative integer, got ${this.capacity}`)
     }
+    this.space.devices.push(this)
+  }
+
+  /**
+   * The devices of one system (Note [Simulated system]), by ordinal: one shared virtual address
+   * space and handle table, a capacity and ledger each. `peerAccess(from, to)` says whether
+   * device `from` may access memory located on device `to`; it is asked at every `setAccess`
+   * over a peer's chunk, so it may change over time. `layers/SimSystem.ts` wraps this.
+   */
+  static system(
+    devices: ReadonlyArray<SimDriverOptions>,
+    peerAccess: (from: number, to: number) => boolean = () => true
+  ): Array<SimDriver> {
+    if (devices.length < 1 || devices.length > maxSimDevices) {
+      fail("SimDriver", "InvalidValue", `a system holds 1 to ${maxSimDevices} devices, got ${devices.length}`)
+    }
+    const space = newSpace()
+    space.peerAccess = peerAccess
+    const out = devices.map((options, i) => {
+      const capacity = options.capacity ?? GiB(80)
+      const d = new SimDriver({ ...options, name: options.name ?? `simulated device ${i} (${formatBytes(capacity)})` })
+      d.space = space
+      d.index = i
+      d.bit = 1 << i
+      space.devices.push(d)
+      return d
+    })
+    if (out.some((d) => d.granularity !== out[0]!.granularity)) {
+      fail("SimDriver", "InvalidValue", "the devices of one system must share one granularity")
+    }
+    return out
+  }
+
+  /** Its ordinal in its system (0 for a standalone device). */
+  get ordinal(): number {
+    return this.index
+  }
+
+  /** The devices of its system, by ordinal (itself alone for a standalone device). */
+  get peers(): ReadonlyArray<SimDriver> {
+    return this.space.devices
+  }
+
+  /**
+   * Whether this device may access memory located on device `peer` (`cuDeviceCanAccessPeer`):
+   * false for itself, as CUDA answers.
+   */
+  canAccessPeer(peer: number): boolean {
+    if (!(Number.isInteger(peer) && peer >= 0 && peer < this.space.devices.length)) {
+      return fail("cuDeviceCanAccessPeer", "NoDevice", `there is no device ${peer} in this system`)
+    }
+    return peer !== this.index && this.space.peerAccess(this.index, peer)
   }
 
   // --- fault injection -------------------------------------------------------------------------
@@ -226,24 +332,28 @@ export class SimDriver implements DriverPort, StreamPort {
         `${formatBytes(bytes)} requested, ${formatBytes(this.capacity - this.physical)} of ${formatBytes(this.capacity)} free`)
     }
     this.maybeFault("cuMemCreate", "OutOfMemory")
-    const handle = this.nextHandle++
-    this.chunks.set(handle, { handle, bytes, mappings: 0, released: false, data: undefined })
+    const handle = this.space.nextHandle++
+    this.space.chunks.set(handle, { handle, bytes, location: this.index, mappings: 0, released: false, data: undefined })
     this.physical += bytes
+    this.chunkCount++
     this.record("memCreate", bytes, handle, 0)
     return handle as ChunkHandle
   }
 
   memRelease(handle: ChunkHandle): void {
-    const chunk = this.chunks.get(handle)
+    const chunk = this.space.chunks.get(handle)
     if (chunk === undefined || chunk.released) fail("cuMemRelease", "InvalidValue", `unknown or released handle ${handle}`)
     chunk!.released = true
     if (chunk!.mappings === 0) this.dropChunk(chunk!)
     this.record("memRelease", handle, 0, 0)
   }
 
+  /** Its memory goes back to the device it is located on, whichever port dropped it. */
   private dropChunk(chunk: Chunk): void {
-    this.chunks.delete(chunk.handle)
-    this.physical -= chunk.bytes
+    this.space.chunks.delete(chunk.handle)
+    const home = this.space.devices[chunk.location]!
+    home.physical -= chunk.bytes
+    home.chunkCount--
   }
 
   // --- virtual ranges --------------------------------------------------------------------------
@@ -251,16 +361,17 @@ export class SimDriver implements DriverPort, StreamPort {
   addressReserve(bytes: number): Address {
     this.checkSize("cuMemAddressReserve", bytes)
     this.maybeFault("cuMemAddressReserve", "OutOfMemory")
-    const base = this.va.take(bytes, this.granularity)
+    const base = this.space.va.take(bytes, this.granularity)
     if (base === undefined) return fail("cuMemAddressReserve", "OutOfMemory", `no ${formatBytes(bytes)} of virtual space left`)
-    this.ranges.set(base, { base, bytes, maps: [] })
-    insertSorted(this.rangeBases, base)
+    this.space.ranges.set(base, { base, bytes, owner: this.index, maps: [] })
+    insertSorted(this.space.rangeBases, base)
+    this.rangeCount++
     this.record("addressReserve", bytes, base, 0)
     return base as Address
   }
 
   addressFree(va: Address, bytes: number): void {
-    const range = this.ranges.get(va)
+    const range = this.space.ranges.get(va)
     if (range === undefined) return fail("cuMemAddressFree", "InvalidValue", `0x${va.toString(16)} is not a reservation's base`)
     if (range.bytes !== bytes) {
       fail("cuMemAddressFree", "InvalidValue", `size ${bytes} differs from the reserved size ${range.bytes}`)
@@ -268,15 +379,16 @@ export class SimDriver implements DriverPort, StreamPort {
     if (range.maps.length > 0) {
       fail("cuMemAddressFree", "InvalidValue", `${range.maps.length} mapping(s) still live in the range`)
     }
-    this.ranges.delete(va)
-    removeSorted(this.rangeBases, va)
-    this.va.give(va, bytes)
+    this.space.ranges.delete(va)
+    removeSorted(this.space.rangeBases, va)
+    this.space.va.give(va, bytes)
+    this.space.devices[range.owner]!.rangeCount--
     this.record("addressFree", va, bytes, 0)
   }
 
   /** The range holding [va, va + bytes), or a failure of `call`. */
   private rangeOf(call: string, va: number, bytes: number): Range {
-    const bases = this.rangeBases
+    const bases = this.space.rangeBases
     let lo = 0
     let hi = bases.length - 1
     let found = -1
@@ -287,7 +399,7 @@ export class SimDriver implements DriverPort, StreamPort {
         lo = mid + 1
       } else hi = mid - 1
     }
-    const range = found >= 0 ? this.ranges.get(bases[found]!) : undefined
+    const range = found >= 0 ? this.space.ranges.get(bases[found]!) : undefined
     if (range === undefined || va + bytes > range.base + range.bytes) {
       return fail(call, "InvalidValue", `[0x${va.toString(16)}, +${bytes}) is not inside one reserved range`)
     }
@@ -298,7 +410,7 @@ export class SimDriver implements DriverPort, StreamPort {
 
   memMap(va: Address, bytes: number, handle: ChunkHandle): void {
     this.checkSize("cuMemMap", bytes)
-    const chunk = this.chunks.get(handle)
+    const chunk = this.space.chunks.get(handle)
     if (chunk === undefined || chunk.released) fail("cuMemMap", "InvalidValue", `unknown or released handle ${handle}`)
     if (chunk!.bytes !== bytes) fail("cuMemMap", "InvalidValue", `size ${bytes} differs from the chunk's ${chunk!.bytes}`)
     const range = this.rangeOf("cuMemMap", va, bytes)
@@ -311,7 +423,7 @@ export class SimDriver implements DriverPort, StreamPort {
       fail("cuMemMap", "InvalidValue", `[0x${va.toString(16)}, +${bytes}) overlaps an existing mapping`)
     }
     this.maybeFault("cuMemMap", "OutOfMemory")
-    range.maps.splice(i, 0, { offset, bytes, handle, access: false })
+    range.maps.splice(i, 0, { offset, bytes, handle, access: 0 })
     chunk!.mappings++
     this.record("memMap", va, bytes, handle)
   }
@@ -331,7 +443,7 @@ export class SimDriver implements DriverPort, StreamPort {
     }
     const removed = range.maps.splice(i, j - i)
     for (const m of removed) {
-      const chunk = this.chunks.get(m.handle)!
+      const chunk = this.space.chunks.get(m.handle)!
       chunk.mappings--
       if (chunk.released && chunk.mappings === 0) this.dropChunk(chunk)
     }
@@ -352,8 +464,20 @@ export class SimDriver implements DriverPort, StreamPort {
     if (from < 0 || end < offset + bytes) {
       fail("cuMemSetAccess", "InvalidValue", `[0x${va.toString(16)}, +${bytes}) is not wholly mapped`)
     }
+    // A standalone device has no peer: nothing to check.
+    for (let k = from; k < i && this.space.devices.length > 1; k++) {
+      const location = this.space.chunks.get(range.maps[k]!.handle)!.location
+      if (location !== this.index && !this.space.peerAccess(this.index, location)) {
+        throw new DriverError({
+          call: "cuMemSetAccess",
+          reason: "NotSupported",
+          code: PEER_ACCESS_UNSUPPORTED,
+          detail: `device ${this.index} may not access memory located on device ${location} (no peer access)`
+        })
+      }
+    }
     this.maybeFault("cuMemSetAccess", "InvalidValue")
-    for (let k = from; k < i; k++) range.maps[k]!.access = true
+    for (let k = from; k < i; k++) range.maps[k]!.access |= this.bit
     this.record("setAccess", va, bytes, 0)
   }
 
@@ -366,7 +490,7 @@ export class SimDriver implements DriverPort, StreamPort {
         `${formatBytes(bytes)} requested, ${formatBytes(this.capacity - this.physical)} of ${formatBytes(this.capacity)} free`)
     }
     this.maybeFault("cuMemAlloc", "OutOfMemory")
-    const va = this.allocSpace.take(bytes, 512)
+    const va = this.space.allocSpace.take(bytes, 512)
     if (va === undefined) return fail("cuMemAlloc", "OutOfMemory", "no virtual space left")
     this.allocations.set(va, bytes)
     this.physical += bytes
@@ -378,7 +502,7 @@ export class SimDriver implements DriverPort, StreamPort {
     const bytes = this.allocations.get(va)
     if (bytes === undefined) return fail("cuMemFree", "InvalidValue", `0x${va.toString(16)} is not a live allocation`)
     this.allocations.delete(va)
-    this.allocSpace.give(va, bytes)
+    this.space.allocSpace.give(va, bytes)
     this.physical -= bytes
     this.record("memFree", va, 0, 0)
   }
@@ -393,7 +517,7 @@ export class SimDriver implements DriverPort, StreamPort {
   write(va: number, data: Uint8Array): void {
     let at = 0
     for (const p of this.translate(va, data.length)) {
-      const chunk = this.chunks.get(p.chunk)
+      const chunk = this.space.chunks.get(p.chunk)
       if (chunk === undefined) return fail("cuMemcpyHtoD", "InvalidValue", "classic allocations hold no simulated contents")
       chunk.data ??= new Uint8Array(chunk.bytes)
       chunk.data.set(data.subarray(at, at + p.bytes), p.offset)
@@ -418,7 +542,7 @@ export class SimDriver implements DriverPort, StreamPort {
     const out = new Uint8Array(bytes)
     let at = 0
     for (const p of this.translate(va, bytes)) {
-      const data = this.chunks.get(p.chunk)?.data
+      const data = this.space.chunks.get(p.chunk)?.data
       if (data !== undefined) out.set(data.subarray(p.offset, p.offset + p.bytes), at)
       at += p.bytes
     }
@@ -490,10 +614,10 @@ export class SimDriver implements DriverPort, StreamPort {
   /** What is alive now. */
   ledger(): Ledger {
     let mappings = 0
-    for (const r of this.ranges.values()) mappings += r.maps.length
+    for (const r of this.space.ranges.values()) if (r.owner === this.index) mappings += r.maps.length
     return {
-      chunks: this.chunks.size,
-      ranges: this.ranges.size,
+      chunks: this.chunkCount,
+      ranges: this.rangeCount,
       mappings,
       allocations: this.allocations.size,
       streams: this.streams.size - 1,
@@ -509,8 +633,9 @@ export class SimDriver implements DriverPort, StreamPort {
   }
 
   /**
-   * The physical pieces behind `[va, va + bytes)`. Throws if any byte of it is not mapped with
-   * access set, or not inside a live `memAlloc` allocation.
+   * The physical pieces behind `[va, va + bytes)`, as this device sees them. Throws if any byte
+   * of it is not mapped with access set for this device, or not inside a live `memAlloc`
+   * allocation of this device. Chunk handles are unique across a system.
    */
   translate(va: number, bytes: number): Array<PhysicalPiece> {
     if (va >= ALLOC_BASE && va < ALLOC_LIMIT) {
@@ -530,7 +655,7 @@ export class SimDriver implements DriverPort, StreamPort {
       if (m === undefined || m.offset > at || m.offset + m.bytes <= at) {
         return fail("translate", "InvalidValue", `byte at 0x${(range.base + at).toString(16)} is not mapped`)
       }
-      if (!m.access) return fail("translate", "InvalidValue", `byte at 0x${(range.base + at).toString(16)} has no access`)
+      if ((m.access & this.bit) === 0) return fail("translate", "InvalidValue", `byte at 0x${(range.base + at).toString(16)} has no access`)
       const len = Math.min(end, m.offset + m.bytes) - at
       pieces.push({ chunk: m.handle, offset: at - m.offset, bytes: len })
       at += len

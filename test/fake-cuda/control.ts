@@ -20,7 +20,7 @@ export interface FakeLedger {
   readonly events: number
   /** Primary-context references held. */
   readonly contextRefs: number
-  /** Physical bytes counted against the capacity. */
+  /** Physical bytes counted against the capacity, all devices together. */
   readonly usedBytes: number
 }
 
@@ -56,6 +56,10 @@ export interface FakeCuda {
   /** The raw bytes of the last CUmemAllocationProp and CUmemAccessDesc the fake was given. */
   lastStructs(): { readonly prop: Uint8Array; readonly access: Uint8Array }
   layout(): FakeLayout
+  /** Allows or denies device `dev` access to memory located on device `peer` (until the next reset). */
+  setPeerAccess(dev: number, peer: number, allowed: boolean): void
+  /** Physical bytes counted against device `dev`'s capacity. */
+  deviceUsed(dev: number): number
 }
 
 const controls = new Map<string, FakeCuda>()
@@ -75,6 +79,8 @@ export const fakeCuda = (path: string = ensureFakeCuda().full): FakeCuda => {
   const inject = lib.func("void fake_cuda_inject(const char *call, int code)")
   const lastStructs = lib.func("void fake_cuda_last_structs(uint8_t *prop32, uint8_t *access12)")
   const layout = lib.func("void fake_cuda_layout(uint64_t *out)")
+  const setPeerAccess = lib.func("void fake_cuda_set_peer_access(int dev, int peer, int allowed)")
+  const deviceUsed = lib.func("uint64_t fake_cuda_device_used(int dev)")
   const control: FakeCuda = {
     path,
     reset: (o = {}) => reset(o.capacity ?? 0, o.granularity ?? 0, o.devices ?? 0),
@@ -102,6 +108,8 @@ export const fakeCuda = (path: string = ensureFakeCuda().full): FakeCuda => {
       lastStructs(prop, access)
       return { prop, access }
     },
+    setPeerAccess: (dev, peer, allowed) => setPeerAccess(dev, peer, allowed ? 1 : 0),
+    deviceUsed: (dev) => Number(deviceUsed(dev)),
     layout: () => {
       const out = new BigUint64Array(12)
       layout(out)

@@ -16,8 +16,21 @@
  *   the same bytes at both, and a stitched range reads its chunks in order.
  * - Bytes are readable and writable only where cuMemSetAccess granted read-write access (the real
  *   device faults otherwise; the fake returns CUDA_ERROR_INVALID_VALUE).
- * - A physical chunk counts against the capacity (FAKE_CUDA_CAPACITY, default 1 GiB) from
- *   cuMemCreate until it is released and unmapped everywhere; cuMemAlloc bytes until cuMemFree.
+ * - A physical chunk counts against the capacity of the device it is located on (every device
+ *   has FAKE_CUDA_CAPACITY, default 1 GiB) from cuMemCreate until it is released and unmapped
+ *   everywhere; cuMemAlloc bytes count on the current context's device until cuMemFree.
+ *
+ * Note [Fake devices and peer access]
+ * -----------------------------------
+ * The fake has FAKE_CUDA_DEVICES devices (default 1, at most 8) in one unified address space, as
+ * the driver gives a process: one set of reservations and handles that every context can use.
+ * A chunk lives on the device its CUmemAllocationProp names; cuMemSetAccess records access per
+ * device and mapping, and a copy, memset or memcpy through a virtual address needs access for
+ * the device of the current context (the device that performs it). Peer access is allowed for
+ * every ordered pair of distinct devices (cuDeviceCanAccessPeer answers 1) unless a test denies
+ * a pair with fake_cuda_set_peer_access; granting device d access to a chunk located on device c
+ * != d over a denied pair fails with CUDA_ERROR_PEER_ACCESS_UNSUPPORTED (the real driver's code
+ * for it is not documented) and changes nothing. NVLink multicast objects are not modelled.
  * - Streams run nothing asynchronously: work "on a stream" is done at once. An event recorded on
  *   a stream answers CUDA_ERROR_NOT_READY to its first `event_polls` queries (default 1) and is
  *   complete after that, or at once after cuEventSynchronize, so callers see both outcomes.
@@ -77,6 +90,7 @@ enum {
   CUDA_ERROR_NO_DEVICE = 100,
   CUDA_ERROR_INVALID_DEVICE = 101,
   CUDA_ERROR_INVALID_CONTEXT = 201,
+  CUDA_ERROR_PEER_ACCESS_UNSUPPORTED = 217,
   CUDA_ERROR_INVALID_HANDLE = 400,
   CUDA_ERROR_NOT_READY = 600,
   CUDA_ERROR_NOT_SUPPORTED = 801,
@@ -112,6 +126,8 @@ EXPORT void fake_cuda_set_event_polls(int polls);
 EXPORT void fake_cuda_inject(const char *call, int code);
 EXPORT void fake_cuda_last_structs(unsigned char *prop32, unsigned char *access12);
 EXPORT void fake_cuda_layout(uint64_t *out);
+EXPORT void fake_cuda_set_peer_access(int dev, int peer, int allowed);
+EXPORT uint64_t fake_cuda_device_used(int dev);
 #define MAX_DEVICES 8
 #define VA_BASE 0x7f0000000000ull
 #define ALLOC_BASE 0x7e0000000000ull
@@ -131,7 +147,7 @@ typedef struct Mapping {
   uint64_t offset; /* from the range's base */
   uint64_t bytes;
   Chunk *chunk;
-  int access; /* CUmemAccess_flags granted */
+  unsigned char access[MAX_DEVICES]; /* CUmemAccess_flags granted, per device */
 } Mapping;
 
 typedef struct Range {
@@ -146,6 +162,7 @@ typedef struct Alloc {
   uint64_t base;
   uint64_t bytes;
   unsigned char *data;
+  int device;
 } Alloc;
 
 typedef struct Stream {
@@ -201,7 +218,8 @@ static struct {
   uint64_t granularity;
   int devices;
   int event_polls;
-  uint64_t used; /* physical bytes counted against the capacity */
+  uint64_t used[MAX_DEVICES]; /* physical bytes counted against each device's capacity */
+  unsigned char peer[MAX_DEVICES][MAX_DEVICES]; /* peer[d][c]: device d may access memory on c */
   uint64_t va_next;
   uint64_t alloc_next;
   PtrSet chunks;  /* Chunk*, including released chunks that are still mapped */
@@ -243,6 +261,7 @@ static void configure(void) {
   g.va_next = VA_BASE;
   g.alloc_next = ALLOC_BASE;
   for (int i = 0; i < MAX_DEVICES; i++) g.ctx[i].device = i;
+  memset(g.peer, 1, sizeof g.peer);
 }
 
 /* A failure injected by fake_cuda_inject for the next call of that name. */
@@ -287,7 +306,7 @@ MAYBE_UNUSED static Chunk *find_chunk(CUmemGenericAllocationHandle h) {
 
 MAYBE_UNUSED static void drop_chunk(Chunk *c) {
   set_remove(&g.chunks, c);
-  g.used -= c->bytes;
+  g.used[c->device] -= c->bytes;
   free(c->data);
   free(c);
 }
@@ -355,7 +374,8 @@ static unsigned char *host_span(uint64_t va, uint64_t n, int write, uint64_t *le
   Mapping *m = &r->maps[k - 1];
   if (off >= m->offset + m->bytes) return NULL;
   int need = write ? CU_MEM_ACCESS_FLAGS_PROT_READWRITE : CU_MEM_ACCESS_FLAGS_PROT_READ;
-  if ((m->access & need) != need) return NULL;
+  int dev = current != NULL ? current->device : 0; /* the device performing the access */
+  if ((m->access[dev] & need) != need) return NULL;
   Chunk *c = m->chunk;
   if (c->data == NULL && (c->data = calloc(1, c->bytes)) == NULL) {
     *oom = 1;
@@ -468,7 +488,7 @@ EXPORT CUresult CUDAAPI cuDeviceCanAccessPeer(int *canAccessPeer, CUdevice dev, 
   ENTER("cuDeviceCanAccessPeer");
   if (canAccessPeer == NULL) return CUDA_ERROR_INVALID_VALUE;
   if (!valid_device(dev) || !valid_device(peerDev)) return CUDA_ERROR_INVALID_DEVICE;
-  *canAccessPeer = dev != peerDev;
+  *canAccessPeer = dev != peerDev && g.peer[dev][peerDev];
   return CUDA_SUCCESS;
 }
 
@@ -509,7 +529,7 @@ EXPORT CUresult CUDAAPI cuCtxSynchronize(void) {
 EXPORT CUresult CUDAAPI cuMemGetInfo_v2(size_t *free_, size_t *total) {
   ENTER_CTX("cuMemGetInfo_v2");
   if (free_ == NULL || total == NULL) return CUDA_ERROR_INVALID_VALUE;
-  *free_ = g.capacity - g.used;
+  *free_ = g.capacity - g.used[current->device];
   *total = g.capacity;
   return CUDA_SUCCESS;
 }
@@ -534,7 +554,7 @@ EXPORT CUresult CUDAAPI cuMemCreate(CUmemGenericAllocationHandle *handle, size_t
   if (prop != NULL) memcpy(g.last_prop, prop, sizeof g.last_prop);
   if (handle == NULL || !valid_prop(prop) || flags != 0) return CUDA_ERROR_INVALID_VALUE;
   if (size == 0 || size % g.granularity != 0) return CUDA_ERROR_INVALID_VALUE;
-  if (size > g.capacity - g.used) return CUDA_ERROR_OUT_OF_MEMORY;
+  if (size > g.capacity - g.used[prop->location.id]) return CUDA_ERROR_OUT_OF_MEMORY;
   Chunk *c = calloc(1, sizeof *c); /* its bytes are allocated on first access (host_span) */
   if (c == NULL || !set_add(&g.chunks, c)) {
     free(c);
@@ -542,7 +562,7 @@ EXPORT CUresult CUDAAPI cuMemCreate(CUmemGenericAllocationHandle *handle, size_t
   }
   c->bytes = size;
   c->device = prop->location.id;
-  g.used += size;
+  g.used[c->device] += size;
   *handle = (CUmemGenericAllocationHandle)(uintptr_t)c;
   return CUDA_SUCCESS;
 }
@@ -612,7 +632,7 @@ EXPORT CUresult CUDAAPI cuMemMap(CUdeviceptr ptr, size_t size, size_t offset, CU
     r->cap = cap;
   }
   memmove(&r->maps[i + 1], &r->maps[i], (r->nmaps - i) * sizeof *r->maps);
-  r->maps[i] = (Mapping){.offset = off, .bytes = size, .chunk = c, .access = CU_MEM_ACCESS_FLAGS_PROT_NONE};
+  r->maps[i] = (Mapping){.offset = off, .bytes = size, .chunk = c, .access = {CU_MEM_ACCESS_FLAGS_PROT_NONE}};
   r->nmaps++;
   c->mappings++;
   return CUDA_SUCCESS;
@@ -636,19 +656,27 @@ EXPORT CUresult CUDAAPI cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmem
   ENTER_CTX("cuMemSetAccess");
   if (desc != NULL && count >= 1) memcpy(g.last_access, desc, sizeof g.last_access);
   if (desc == NULL || count == 0) return CUDA_ERROR_INVALID_VALUE;
-  int access = CU_MEM_ACCESS_FLAGS_PROT_NONE;
   for (size_t k = 0; k < count; k++) {
     int f = desc[k].flags;
     if (!valid_location(&desc[k].location)) return CUDA_ERROR_INVALID_VALUE;
     if (f != CU_MEM_ACCESS_FLAGS_PROT_NONE && f != CU_MEM_ACCESS_FLAGS_PROT_READ &&
         f != CU_MEM_ACCESS_FLAGS_PROT_READWRITE)
       return CUDA_ERROR_INVALID_VALUE;
-    access |= f; /* the fake has one address space for all devices */
   }
   Range *r = range_of(ptr, size);
   size_t from = 0, to = 0;
   if (r == NULL || !whole_mappings(r, ptr, size, &from, &to)) return CUDA_ERROR_INVALID_VALUE;
-  for (size_t k = from; k < to; k++) r->maps[k].access = access;
+  /* Every grant is checked before any is made (Note [Fake devices and peer access]). */
+  for (size_t j = 0; j < count; j++) {
+    int d = desc[j].location.id;
+    if (desc[j].flags == CU_MEM_ACCESS_FLAGS_PROT_NONE) continue;
+    for (size_t k = from; k < to; k++) {
+      int c = r->maps[k].chunk->device;
+      if (c != d && !g.peer[d][c]) return CUDA_ERROR_PEER_ACCESS_UNSUPPORTED;
+    }
+  }
+  for (size_t j = 0; j < count; j++)
+    for (size_t k = from; k < to; k++) r->maps[k].access[desc[j].location.id] = (unsigned char)desc[j].flags;
   return CUDA_SUCCESS;
 }
 
@@ -659,7 +687,7 @@ EXPORT CUresult CUDAAPI cuMemSetAccess(CUdeviceptr ptr, size_t size, const CUmem
 EXPORT CUresult CUDAAPI cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize) {
   ENTER_CTX("cuMemAlloc_v2");
   if (dptr == NULL || bytesize == 0) return CUDA_ERROR_INVALID_VALUE;
-  if (bytesize > g.capacity - g.used) return CUDA_ERROR_OUT_OF_MEMORY;
+  if (bytesize > g.capacity - g.used[current->device]) return CUDA_ERROR_OUT_OF_MEMORY;
   Alloc *a = calloc(1, sizeof *a); /* its bytes are allocated on first access (host_span) */
   if (a == NULL || !set_add(&g.allocs, a)) {
     free(a);
@@ -667,8 +695,9 @@ EXPORT CUresult CUDAAPI cuMemAlloc_v2(CUdeviceptr *dptr, size_t bytesize) {
   }
   a->base = (g.alloc_next + ALLOC_ALIGN - 1) / ALLOC_ALIGN * ALLOC_ALIGN;
   a->bytes = bytesize;
+  a->device = current->device;
   g.alloc_next = a->base + bytesize;
-  g.used += bytesize;
+  g.used[a->device] += bytesize;
   *dptr = a->base;
   return CUDA_SUCCESS;
 }
@@ -679,7 +708,7 @@ EXPORT CUresult CUDAAPI cuMemFree_v2(CUdeviceptr dptr) {
     Alloc *a = g.allocs.items[i];
     if (a->base != dptr) continue;
     set_remove(&g.allocs, a);
-    g.used -= a->bytes;
+    g.used[a->device] -= a->bytes;
     free(a->data);
     free(a);
     return CUDA_SUCCESS;
@@ -906,7 +935,8 @@ EXPORT void fake_cuda_reset(uint64_t capacity, uint64_t granularity, int devices
   if (granularity) g.granularity = granularity;
   if (devices > 0) g.devices = devices < MAX_DEVICES ? devices : MAX_DEVICES;
   g.initialized = 0;
-  g.used = 0;
+  memset(g.used, 0, sizeof g.used);
+  memset(g.peer, 1, sizeof g.peer);
   g.va_next = VA_BASE;
   g.alloc_next = ALLOC_BASE;
   g.event_polls = 1;
@@ -919,9 +949,10 @@ EXPORT void fake_cuda_reset(uint64_t capacity, uint64_t granularity, int devices
  */
 EXPORT void fake_cuda_ledger(uint64_t *out) {
   configure();
-  uint64_t maps = 0, refs = 0;
+  uint64_t maps = 0, refs = 0, used = 0;
   for (size_t i = 0; i < g.ranges.n; i++) maps += ((Range *)g.ranges.items[i])->nmaps;
   for (int i = 0; i < MAX_DEVICES; i++) refs += (uint64_t)g.ctx[i].refs;
+  for (int i = 0; i < MAX_DEVICES; i++) used += g.used[i];
   out[0] = g.chunks.n;
   out[1] = g.ranges.n;
   out[2] = maps;
@@ -929,7 +960,7 @@ EXPORT void fake_cuda_ledger(uint64_t *out) {
   out[4] = g.streams.n;
   out[5] = g.events.n;
   out[6] = refs;
-  out[7] = g.used;
+  out[7] = used;
 }
 
 /* The next reservation's base, to test addresses the binding cannot represent. */
@@ -952,6 +983,18 @@ EXPORT void fake_cuda_inject(const char *call, int code) {
   memcpy(g.inject_call, call, n);
   g.inject_call[n] = 0;
   g.inject_code = code;
+}
+
+/* Allows or denies device `dev` access to memory located on device `peer` (until the next reset). */
+EXPORT void fake_cuda_set_peer_access(int dev, int peer, int allowed) {
+  configure();
+  if (dev >= 0 && dev < MAX_DEVICES && peer >= 0 && peer < MAX_DEVICES) g.peer[dev][peer] = allowed != 0;
+}
+
+/* Physical bytes counted against device `dev`'s capacity. */
+EXPORT uint64_t fake_cuda_device_used(int dev) {
+  configure();
+  return dev >= 0 && dev < MAX_DEVICES ? g.used[dev] : 0;
 }
 
 /* The raw bytes of the last CUmemAllocationProp and CUmemAccessDesc the fake was given. */
