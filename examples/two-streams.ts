@@ -44,10 +44,10 @@ export const program = Effect.gen(function*() {
   return { allocations: stats.allocations, reservedPeak: stats.reservedPeak, stillRunning: b }
 }).pipe(Effect.scoped) // closing the scope interrupts the other fiber and destroys both streams
 
-/** The session: the stitching allocator with safe cross-stream reuse, over a device. */
+/** The session: the stitching allocator with safe cross-stream reuse (opt-in), over a device. */
 export const session = (device: Layer.Layer<Driver, unknown>) =>
   Layer.mergeAll(
-    GpuAllocator.layer((port) => makeAllocator("gmlake", port, {}, port)),
+    GpuAllocator.layer((port) => makeAllocator("gmlake", port, { crossStream: true }, port)),
     Streams.layer
   ).pipe(Layer.provideMerge(device))
 

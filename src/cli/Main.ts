@@ -23,6 +23,7 @@ import { flag, parseArgs, parseBytes, parseFraction, parseInteger, type Parsed, 
 import { replayCuda, replaySim, type ReplayReport } from "./ReplayRunner.ts"
 import { layerCuda } from "../layers/CudaDriverLayer.ts"
 import { selftest } from "./Selftest.ts"
+import { multiDeviceChecks } from "./MultiDevice.ts"
 import { streamsDemo } from "./StreamsDemo.ts"
 import { makeAllocator } from "../domain/Policies.ts"
 import * as GpuAllocatorService from "../services/Allocator.ts"
@@ -272,7 +273,11 @@ const selftestCommand = (argv: ReadonlyArray<string>) =>
     const session = device === "cuda"
       ? layerCuda()
       : layerSim(capacity === undefined ? {} : { capacity: parseBytes("--capacity", capacity) })
-    const report = yield* selftest().pipe(Effect.provide(Layer.provideMerge(Vmm.layer, session)))
+    const single = yield* selftest().pipe(Effect.provide(Layer.provideMerge(Vmm.layer, session)))
+    // Every visible device and peer access between them, once the single-device session has
+    // closed (Note [Multi-device selftest]).
+    const multi = device === "cuda" ? yield* multiDeviceChecks() : []
+    const report = { ...single, checks: [...single.checks, ...multi], ok: single.ok && multi.every((c) => c.ok) }
     if (p.flags.has("json")) yield* Console.log(JSON.stringify(report))
     else {
       yield* Console.log(renderTable(["check", "result", "detail"], report.checks.map((c) => [c.name, c.ok ? "ok" : "FAILED", c.detail])))

@@ -17,8 +17,9 @@ export interface PolicyOptions {
   readonly gmlake?: StitchingConfig
   /**
    * Safe cross-stream reuse (Note [Cross-stream reuse]): one pool for all streams, frees guarded
-   * by events. Needs a `StreamPort`. Default: on for `gmlake` when one is given, off for the
-   * PyTorch baselines (which keep PyTorch's per-stream pools, as they must to stay faithful).
+   * by events. Needs a `StreamPort`. Off by default: every policy then keeps a pool per stream,
+   * as PyTorch and GMLake do. It saves memory when events complete soon after the frees they
+   * follow and costs memory when the device runs far behind the allocator (bench/results).
    */
   readonly crossStream?: boolean
 }
@@ -38,8 +39,7 @@ export const makeAllocator = (
     : name === "expandable"
     ? new ExpandableAllocator(port)
     : new StitchingAllocator(port, options.gmlake)
-  const crossStream = options.crossStream ?? name === "gmlake"
-  return crossStream && streams !== undefined ? new CrossStreamAllocator(core, streams) : core
+  return options.crossStream === true && streams !== undefined ? new CrossStreamAllocator(core, streams) : core
 }
 
 /** Parses a policy name, or `undefined`. @category parsing */
