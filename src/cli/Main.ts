@@ -40,7 +40,7 @@ const HELP = `gmlake ${VERSION}: a virtual-memory-stitching GPU allocator (GMLak
 usage:
   gmlake replay <trace> [--policy caching,expandable,gmlake] [--device sim|cuda] [--json]
                         [--capacity 80GiB] [--granularity 2MiB] [--config <json>]
-                        [--inject-faults RATE --seed N] [--cross-stream on|off]
+                        [--inject-faults RATE --seed N] [--cross-stream on|off] [--repeat N]
   gmlake generate [--seed 1] [--steps 6] [--layers 12] [--out file.json.gz]
                                                          a synthetic multi-stream training trace
   gmlake compare [<trace>...] [--policy ...] [--json]     replay bundled (or given) traces, every policy,
@@ -153,7 +153,7 @@ const replayAll = (trace: Trace, policies: ReadonlyArray<PolicyName>, sim: Param
 
 const replayCommand = (argv: ReadonlyArray<string>) =>
   Effect.gen(function*() {
-    const p = parseArgs("replay", argv, ["policy", "device", "capacity", "granularity", "config", "inject-faults", "seed", "cross-stream"], [
+    const p = parseArgs("replay", argv, ["policy", "device", "capacity", "granularity", "config", "inject-faults", "seed", "cross-stream", "repeat"], [
       "json"
     ])
     if (p.positionals.length !== 1) {
@@ -166,12 +166,17 @@ const replayCommand = (argv: ReadonlyArray<string>) =>
     }
     const capacity = flag(p, "capacity")
     const granularity = flag(p, "granularity")
+    const repeatText = flag(p, "repeat")
+    const repeat = repeatText === undefined ? 1 : parseInteger("--repeat", repeatText)
+    if (repeat < 1) throw new UsageError({ detail: "--repeat: must be at least 1" })
     if (device === "cuda") {
       for (const f of ["capacity", "granularity", "inject-faults", "seed"]) {
         if (p.flags.has(f)) throw new UsageError({ detail: `--${f}: only for the simulated device (--device sim)` })
       }
       const trace = yield* loadTrace(p.positionals[0]!)
-      const reports = yield* replayCuda(trace, policies, { policy: parsePolicyOptions(p) })
+      // On the GPU every run is reported (each has its own device figures).
+      const runs = policies.flatMap((policy) => Array.from({ length: repeat }, () => policy))
+      const reports = yield* replayCuda(trace, runs, { policy: parsePolicyOptions(p) })
       yield* printReports(trace, reports, p.flags.has("json"))
       for (const r of reports) {
         if (!p.flags.has("json")) {
@@ -194,7 +199,7 @@ const replayCommand = (argv: ReadonlyArray<string>) =>
       policy: parsePolicyOptions(p)
     }
     const trace = yield* loadTrace(p.positionals[0]!)
-    const reports = yield* replayAll(trace, policies, options, 1)
+    const reports = yield* replayAll(trace, policies, options, repeat)
     yield* printReports(trace, reports, p.flags.has("json"))
   })
 
