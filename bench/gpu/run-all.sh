@@ -22,7 +22,7 @@ for t in traces/*.json.gz; do
   g replay "$t" --policy gmlake,caching --json >> "$out/replay-sim.jsonl"; echo "exit $?"
 done
 echo "## interrupted replay (SIGINT after 4 s)"
-timeout --preserve-status -s INT 4 node .gpu/gmlake.mjs replay traces/llama1b_lora_varlen.json.gz --policy gmlake,caching --repeat 50 --device cuda > /dev/null
+timeout --preserve-status -s INT 4 node .gpu/gmlake.mjs replay traces/llama1b_lora_varlen.json.gz --policy gmlake,caching --repeat 1000 --device cuda > /dev/null
 echo "exit $? (130 = interrupted)"
 echo "## free device memory after the interrupted process, from a fresh one"
 g selftest --device cuda --json | head -c 300; echo
