@@ -226,7 +226,7 @@ export const probe = (
       port.memMap(va, G, h1)
       undo.push(() => port.memUnmap(va, G))
       refuse("map over a mapping", "InvalidValue", () => port.memMap(va, G, h1), () => port.memUnmap(va, G))
-      refuse("map a chunk of another size", "InvalidValue", () => port.memMap((va + G) as Address, G, h2),
+      refuse("map part of a chunk", "NotSupported", () => port.memMap((va + G) as Address, G, h2),
         () => port.memUnmap((va + G) as Address, G))
       refuse("set access over unmapped space", "InvalidValue", () => port.setAccess(va, 2 * G))
       refuse("free a range of the wrong size", "InvalidValue", () => port.addressFree(va, 2 * G))

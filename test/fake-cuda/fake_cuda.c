@@ -617,7 +617,10 @@ EXPORT CUresult CUDAAPI cuMemMap(CUdeviceptr ptr, size_t size, size_t offset, CU
   if (offset != 0 || flags != 0 || size == 0 || size % g.granularity != 0 || ptr % g.granularity != 0)
     return CUDA_ERROR_INVALID_VALUE;
   Chunk *c = find_chunk(handle);
-  if (c == NULL || c->released || c->bytes != size) return CUDA_ERROR_INVALID_VALUE;
+  if (c == NULL || c->released) return CUDA_ERROR_INVALID_VALUE;
+  /* The H100 answers NOT_SUPPORTED to a mapping of part of a chunk (probe, bench/results). */
+  if (size < c->bytes) return CUDA_ERROR_NOT_SUPPORTED;
+  if (c->bytes != size) return CUDA_ERROR_INVALID_VALUE;
   Range *r = range_of(ptr, size);
   if (r == NULL) return CUDA_ERROR_INVALID_VALUE;
   uint64_t off = ptr - r->base;
