@@ -74,38 +74,45 @@ export const openCudaSession = (options: CudaSessionOptions = {}): Effect.Effect
       capacity: port.capacity,
       ...(version > 0 ? { driverVersion: `${Math.floor(version / 1000)}.${(version % 1000) / 10}` } : {})
     }
-    const backend: DeviceBackend = {
-      get granularity() {
-        return port.granularity
-      },
-      get capacity() {
-        return port.capacity
-      },
-      memCreate: (b) => port.memCreate(b),
-      memRelease: (h) => port.memRelease(h),
-      addressReserve: (b) => port.addressReserve(b),
-      addressFree: (va, b) => port.addressFree(va, b),
-      memMap: (va, b, h) => port.memMap(va, b, h),
-      memUnmap: (va, b) => port.memUnmap(va, b),
-      setAccess: (va, b) => port.setAccess(va, b),
-      memAlloc: (b) => port.memAlloc(b),
-      memFree: (va) => port.memFree(va),
-      memGetInfo: () => port.memGetInfo(),
-      streamCreate: () => port.streamCreate(),
-      streamDestroy: (s) => port.streamDestroy(s as never),
-      streamSynchronize: (s) => port.streamSynchronize(s as never),
-      eventRecord: (s) => port.eventRecord(s as never),
-      eventQuery: (e) => port.eventQuery(e as never),
-      eventSynchronize: (e) => port.eventSynchronize(e as never),
-      eventDestroy: (e) => port.eventDestroy(e as never),
-      write: (va, data) => port.write(va, data),
-      read: (va, bytes) => port.read(va, bytes),
-      synchronize: () => port.ctxSynchronize(),
-      fillAsync: (va, value, bytes, s) => port.memsetAsync(va as never, value, bytes, s as never),
-      copyAsync: (dst, src, bytes, s) => port.memcpyDtoDAsync(dst as never, src as never, bytes, s as never)
-    }
+    const backend = cudaBackend(port)
     return { backend, port, info }
   })
+
+/**
+ * The `DeviceBackend` of a CUDA port: the session's view of one device.
+ * @category constructors
+ */
+export const cudaBackend = (port: CudaPort): DeviceBackend => ({
+  get granularity() {
+    return port.granularity
+  },
+  get capacity() {
+    return port.capacity
+  },
+  memCreate: (b) => port.memCreate(b),
+  memRelease: (h) => port.memRelease(h),
+  addressReserve: (b) => port.addressReserve(b),
+  addressFree: (va, b) => port.addressFree(va, b),
+  memMap: (va, b, h) => port.memMap(va, b, h),
+  memUnmap: (va, b) => port.memUnmap(va, b),
+  setAccess: (va, b) => port.setAccess(va, b),
+  memAlloc: (b) => port.memAlloc(b),
+  memFree: (va) => port.memFree(va),
+  memGetInfo: () => port.memGetInfo(),
+  // Stream and event ids here are the port's own handles (TrackedPort translates session ids).
+  streamCreate: () => port.streamCreate(),
+  streamDestroy: (s) => port.streamDestroy(s as never),
+  streamSynchronize: (s) => port.streamSynchronize(s as never),
+  eventRecord: (s) => port.eventRecord(s as never),
+  eventQuery: (e) => port.eventQuery(e as never),
+  eventSynchronize: (e) => port.eventSynchronize(e as never),
+  eventDestroy: (e) => port.eventDestroy(e as never),
+  write: (va, data) => port.write(va, data),
+  read: (va, bytes) => port.read(va, bytes),
+  synchronize: () => port.ctxSynchronize(),
+  fillAsync: (va, value, bytes, s) => port.memsetAsync(va as never, value, bytes, s as never),
+  copyAsync: (dst, src, bytes, s) => port.memcpyDtoDAsync(dst as never, src as never, bytes, s as never)
+})
 
 /**
  * A `Driver` on a CUDA device: a GPU session and its handle registry, both scoped to the layer.

@@ -35,7 +35,8 @@ import {
 } from "../domain/PeerStitching.ts"
 import { makeAllocator, type PolicyOptions } from "../domain/Policies.ts"
 import type { AllocatorStats } from "../domain/Stats.ts"
-import { type DeviceBackend, layerOver } from "../layers/DriverLayer.ts"
+import { cudaBackend } from "../layers/CudaDriverLayer.ts"
+import { layerOver } from "../layers/DriverLayer.ts"
 import type { SimSystem } from "../layers/SimSystem.ts"
 import type { TrackedPort } from "../layers/TrackedPort.ts"
 import { loadCuda } from "../cuda/Binding.ts"
@@ -220,40 +221,6 @@ export const layerSim = (system: SimSystem, options: SessionOptions = {}): Layer
     allocator: allocatorOf(options),
     ...sessionFields(options)
   })
-
-/**
- * The `DeviceBackend` of a CUDA port (as `openCudaSession` builds it for one device).
- */
-const cudaBackend = (port: CudaPort): DeviceBackend => ({
-  get granularity() {
-    return port.granularity
-  },
-  get capacity() {
-    return port.capacity
-  },
-  memCreate: (b) => port.memCreate(b),
-  memRelease: (h) => port.memRelease(h),
-  addressReserve: (b) => port.addressReserve(b),
-  addressFree: (va, b) => port.addressFree(va, b),
-  memMap: (va, b, h) => port.memMap(va, b, h),
-  memUnmap: (va, b) => port.memUnmap(va, b),
-  setAccess: (va, b) => port.setAccess(va, b),
-  memAlloc: (b) => port.memAlloc(b),
-  memFree: (va) => port.memFree(va),
-  memGetInfo: () => port.memGetInfo(),
-  streamCreate: () => port.streamCreate(),
-  streamDestroy: (s) => port.streamDestroy(s as never),
-  streamSynchronize: (s) => port.streamSynchronize(s as never),
-  eventRecord: (s) => port.eventRecord(s as never),
-  eventQuery: (e) => port.eventQuery(e as never),
-  eventSynchronize: (e) => port.eventSynchronize(e as never),
-  eventDestroy: (e) => port.eventDestroy(e as never),
-  write: (va, data) => port.write(va, data),
-  read: (va, bytes) => port.read(va, bytes),
-  synchronize: () => port.ctxSynchronize(),
-  fillAsync: (va, value, bytes, s) => port.memsetAsync(va as never, value, bytes, s as never),
-  copyAsync: (dst, src, bytes, s) => port.memcpyDtoDAsync(dst as never, src as never, bytes, s as never)
-})
 
 /**
  * A session over CUDA devices `ordinals` (default: every visible device), each on its primary
