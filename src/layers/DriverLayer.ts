@@ -37,7 +37,7 @@ export const layerOver = (
     Driver,
     Effect.gen(function*() {
       const port = yield* Effect.acquireRelease(
-        Effect.sync(() => new TrackedPort(backend)),
+        Effect.sync(() => new TrackedPort(backend, () => backend.synchronize())),
         (p) =>
           Effect.sync(() => {
             const failures = p.releaseAll()

@@ -50,8 +50,17 @@ export class TrackedPort implements DriverPort, StreamPort {
   private readonly maps = new Map<number, number>()
   private readonly allocations = new Set<number>()
 
-  constructor(inner: DevicePort) {
+  private readonly synchronizeDevice: (() => void) | undefined
+
+  /**
+   * `synchronize`, when given, waits for all device work; it runs before every unmap, because
+   * kernels queued on any stream may still use the memory (DESIGN.md section 6: synchronize the
+   * streams that used a range before unmapping it). Unmaps are rare: a cache being emptied,
+   * memory pressure, a stitched view evicted.
+   */
+  constructor(inner: DevicePort, synchronize?: () => void) {
     this.inner = inner
+    this.synchronizeDevice = synchronize
     this.granularity = inner.granularity
     this.capacity = inner.capacity
   }
@@ -79,6 +88,7 @@ export class TrackedPort implements DriverPort, StreamPort {
     this.maps.set(va, bytes)
   }
   memUnmap(va: Address, bytes: number): void {
+    if (this.synchronizeDevice !== undefined) this.synchronizeDevice()
     this.inner.memUnmap(va, bytes)
     // The driver checked that [va, va + bytes) covers whole adjacent mappings.
     let at: number = va
@@ -182,6 +192,7 @@ export class TrackedPort implements DriverPort, StreamPort {
     }
     // Kernels may still use the memory: wait for every stream before unmapping anything.
     attempt(() => this.inner.streamSynchronize(0))
+    if (this.synchronizeDevice !== undefined) attempt(this.synchronizeDevice)
     for (const h of this.streams.values()) attempt(() => this.inner.streamSynchronize(h))
     for (const [va, bytes] of [...this.maps].reverse()) attempt(() => this.inner.memUnmap(va as Address, bytes))
     this.maps.clear()
