@@ -95,7 +95,7 @@
 import type { Allocator, PolicyCounters } from "../Allocator.ts"
 import type { DriverPort } from "../DriverPort.ts"
 import { DriverError, InvalidBlockError, InvalidRequestError, OutOfMemoryError } from "../Errors.ts"
-import { SizeIndex } from "../stitching/SizeIndex.ts"
+import { BestFit } from "../BestFit.ts"
 import type { Address, BlockId, ChunkHandle } from "../Units.ts"
 import { defaultStitchingConfig, type StitchingConfig } from "./StitchingConfig.ts"
 
@@ -139,9 +139,9 @@ const top3 = (best: Array<number>, id: number, value: number): void => {
 /** One stream's pools. */
 class StreamPool {
   /** Free blocks by (size, address). */
-  readonly free = new SizeIndex()
+  readonly free = new BestFit()
   /** Cached views, by (size, base). */
-  readonly views = new SizeIndex(16)
+  readonly views = new BestFit(16)
   /** Bytes of the whole chunks of the free blocks (Note [Whole chunks]). */
   runBytes = 0
   /** Bytes of the free blocks. */
