@@ -45,7 +45,9 @@ usage:
                                                          a synthetic multi-stream training trace
   gmlake compare [<trace>...] [--policy ...] [--json]     replay bundled (or given) traces, every policy,
                                                          side by side with PyTorch's recorded figures
-  gmlake bench [<trace>...] [--repeat 3] [--json]        compare, with the median ns/event of N replays
+  gmlake bench [<trace>...] [--repeat 3] [--warmup 2] [--json]
+                                                         compare, with the median ns/event of N replays
+                                                         after untimed warm-up replays
   gmlake selftest --device cuda|sim [--json]             check the allocator works on this machine
   gmlake streams --device cuda|sim [--rounds 32] [--json] two streams' work through memory reused
                                                          across them, verified byte for byte
@@ -141,10 +143,21 @@ const median = (xs: ReadonlyArray<number>) => {
   return s[Math.floor(s.length / 2)]!
 }
 
-/** Replays one trace under several policies, `repeat` times each (median ns/event). */
-const replayAll = (trace: Trace, policies: ReadonlyArray<PolicyName>, sim: Parameters<typeof replaySim>[2], repeat: number) =>
+/**
+ * Replays one trace under several policies, `repeat` times each (median ns/event), after
+ * `warmup` untimed replays (the JIT compiles a policy's code over its first replays; PyTorch's
+ * anchors likewise give a warm figure).
+ */
+const replayAll = (
+  trace: Trace,
+  policies: ReadonlyArray<PolicyName>,
+  sim: Parameters<typeof replaySim>[2],
+  repeat: number,
+  warmup = 0
+) =>
   Effect.forEach(policies, (policy) =>
     Effect.gen(function*() {
+      for (let i = 0; i < warmup; i++) yield* replaySim(trace, policy, sim)
       const runs: Array<ReplayReport> = []
       for (let i = 0; i < repeat; i++) runs.push(yield* replaySim(trace, policy, sim))
       const ns = median(runs.map((r) => r.nsPerOp))
@@ -222,18 +235,20 @@ const printReports = (trace: Trace, reports: ReadonlyArray<ReplayReport>, json: 
 
 const compareCommand = (argv: ReadonlyArray<string>, bench: boolean) =>
   Effect.gen(function*() {
-    const p = parseArgs(bench ? "bench" : "compare", argv, bench ? ["policy", "repeat"] : ["policy"], ["json"])
+    const p = parseArgs(bench ? "bench" : "compare", argv, bench ? ["policy", "repeat", "warmup"] : ["policy"], ["json"])
     const files = p.positionals.length > 0 ? p.positionals : bundledTraces()
     if (files.length === 0) throw new UsageError({ detail: "no traces given and none found in ./traces" })
     const policies = parsePolicies(p)
     const repeatText = flag(p, "repeat")
     const repeat = repeatText === undefined ? (bench ? 3 : 1) : parseInteger("--repeat", repeatText)
     if (repeat < 1) throw new UsageError({ detail: "--repeat: must be at least 1" })
+    const warmupText = flag(p, "warmup")
+    const warmup = warmupText === undefined ? (bench ? 2 : 0) : parseInteger("--warmup", warmupText)
     const json = p.flags.has("json")
     const all: Array<ReplayReport> = []
     for (const file of files) {
       const trace = yield* loadTrace(file)
-      const reports = yield* replayAll(trace, policies, {}, repeat)
+      const reports = yield* replayAll(trace, policies, {}, repeat, warmup)
       all.push(...reports)
       if (json) {
         for (const r of reports) yield* Console.log(JSON.stringify(r))
@@ -250,7 +265,9 @@ const compareCommand = (argv: ReadonlyArray<string>, bench: boolean) =>
         const ns = rs.reduce((s, r) => s + r.nsPerOp * r.events, 0) / rs.reduce((s, r) => s + r.events, 0)
         return [policy, mean.toFixed(4), worst.toFixed(4), ns.toFixed(0), formatBytes(rs.reduce((s, r) => s + r.peakReserved, 0))]
       })
-      yield* Console.log(`summary over ${files.length} traces${bench ? ` (ns/event: median of ${repeat} replays)` : ""}`)
+      yield* Console.log(
+        `summary over ${files.length} traces${bench ? ` (ns/event: median of ${repeat} replays after ${warmup} untimed)` : ""}`
+      )
       yield* Console.log(renderTable(["policy", "mean util", "worst util", "ns/event", "sum of peaks"], rows))
     }
   })
