@@ -45,7 +45,7 @@ usage:
                                                          a synthetic multi-stream training trace
   gmlake compare [<trace>...] [--policy ...] [--json]     replay bundled (or given) traces, every policy,
                                                          side by side with PyTorch's recorded figures
-  gmlake bench [<trace>...] [--repeat 3] [--warmup 2] [--json]
+  gmlake bench [<trace>...] [--repeat 5] [--warmup 5] [--json]
                                                          compare, with the median ns/event of N replays
                                                          after untimed warm-up replays
   gmlake selftest --device cuda|sim [--json]             check the allocator works on this machine
@@ -240,10 +240,10 @@ const compareCommand = (argv: ReadonlyArray<string>, bench: boolean) =>
     if (files.length === 0) throw new UsageError({ detail: "no traces given and none found in ./traces" })
     const policies = parsePolicies(p)
     const repeatText = flag(p, "repeat")
-    const repeat = repeatText === undefined ? (bench ? 3 : 1) : parseInteger("--repeat", repeatText)
+    const repeat = repeatText === undefined ? (bench ? 5 : 1) : parseInteger("--repeat", repeatText)
     if (repeat < 1) throw new UsageError({ detail: "--repeat: must be at least 1" })
     const warmupText = flag(p, "warmup")
-    const warmup = warmupText === undefined ? (bench ? 2 : 0) : parseInteger("--warmup", warmupText)
+    const warmup = warmupText === undefined ? (bench ? 5 : 0) : parseInteger("--warmup", warmupText)
     const json = p.flags.has("json")
     const all: Array<ReplayReport> = []
     for (const file of files) {
