@@ -14,8 +14,8 @@
  * @since 0.1.0
  */
 import { Effect, Layer, type Scope } from "effect"
-import { loadCuda } from "../cuda/Binding.ts"
-import { CudaPort, openDevice } from "../cuda/CudaPort.ts"
+import { type CudaLibrary, loadCuda } from "../cuda/Binding.ts"
+import { type CudaDevice, CudaPort, openDevice } from "../cuda/CudaPort.ts"
 import { DriverError } from "../domain/Errors.ts"
 import { type DeviceInfo, type Driver, driverCall } from "../services/Driver.ts"
 import { type DeviceBackend, layerOver } from "./DriverLayer.ts"
@@ -39,20 +39,29 @@ export interface CudaSession {
 }
 
 /**
- * Opens a device session in the current scope; it is closed (context released) when the scope
- * closes. Everything allocated on the device must be given back inside this scope.
+ * Loads the driver library (`path`, else `$GMLAKE_LIBCUDA`, else `libcuda.so.1`) through koffi,
+ * imported lazily. Several device sessions of one process must share one library, which tracks
+ * the context current on this thread (Note [One context per thread]).
+ * @category constructors
+ */
+export const loadCudaLibrary = (path?: string): Effect.Effect<CudaLibrary, DriverError> =>
+  Effect.tryPromise({
+    try: () => loadCuda(path ?? process.env["GMLAKE_LIBCUDA"] ?? undefined),
+    catch: (e) =>
+      e instanceof DriverError ? e : new DriverError({ call: "dlopen", reason: "NoDevice", code: 100, detail: String(e) })
+  })
+
+/**
+ * Opens device `ordinal` of `lib` in the current scope: its primary context is retained now and
+ * released when the scope closes. Everything allocated on the device must be given back inside
+ * this scope.
  * @category resource management
  */
-export const openCudaSession = (options: CudaSessionOptions = {}): Effect.Effect<CudaSession, DriverError, Scope.Scope> =>
+export const openCudaDevice = (
+  lib: CudaLibrary,
+  ordinal: number
+): Effect.Effect<CudaSession & { readonly device: CudaDevice }, DriverError, Scope.Scope> =>
   Effect.gen(function*() {
-    const ordinal = options.ordinal ?? 0
-    const lib = yield* Effect.tryPromise({
-      try: () => loadCuda(options.library ?? process.env["GMLAKE_LIBCUDA"] ?? undefined),
-      catch: (e) =>
-        e instanceof DriverError
-          ? e
-          : new DriverError({ call: "dlopen", reason: "NoDevice", code: 100, detail: String(e) })
-    })
     const device = yield* Effect.acquireRelease(
       driverCall(() => openDevice(lib, ordinal)),
       (d) =>
@@ -74,9 +83,16 @@ export const openCudaSession = (options: CudaSessionOptions = {}): Effect.Effect
       capacity: port.capacity,
       ...(version > 0 ? { driverVersion: `${Math.floor(version / 1000)}.${(version % 1000) / 10}` } : {})
     }
-    const backend = cudaBackend(port)
-    return { backend, port, info }
+    return { backend: cudaBackend(port), port, info, device }
   })
+
+/**
+ * Opens a device session (library and device) in the current scope; it is closed (context
+ * released) when the scope closes.
+ * @category resource management
+ */
+export const openCudaSession = (options: CudaSessionOptions = {}): Effect.Effect<CudaSession, DriverError, Scope.Scope> =>
+  Effect.flatMap(loadCudaLibrary(options.library), (lib) => openCudaDevice(lib, options.ordinal ?? 0))
 
 /**
  * The `DeviceBackend` of a CUDA port: the session's view of one device.

@@ -122,6 +122,17 @@ export interface Ledger {
 
 // About 32 TiB of virtual space: PyTorch's expandable segments reserve more than the device
 // per stream and pool, and several devices' worth of stitched views must fit.
+/** A ledger with nothing alive. @category constructors */
+export const emptyLedger: Ledger = {
+  chunks: 0,
+  ranges: 0,
+  mappings: 0,
+  allocations: 0,
+  streams: 0,
+  events: 0,
+  physicalBytes: 0
+}
+
 const VA_BASE = 0x5e00_0000_0000
 const VA_LIMIT = 0x7e00_0000_0000
 const ALLOC_BASE = 0x7e00_0000_0000

@@ -18,7 +18,7 @@
  * @since 0.1.0
  */
 import { DriverError } from "../domain/Errors.ts"
-import { type Ledger, maxSimDevices, type PhysicalPiece, SimDriver, type SimDriverOptions } from "./SimDriver.ts"
+import { emptyLedger, type Ledger, maxSimDevices, type PhysicalPiece, SimDriver, type SimDriverOptions } from "./SimDriver.ts"
 
 /** @category models */
 export interface SimSystemOptions {
@@ -115,15 +115,6 @@ export class SimSystem {
   /** What is alive, per device and in all. */
   ledger(): SystemLedger {
     const devices = this.devices.map((d) => d.ledger())
-    const total: Ledger = {
-      chunks: 0,
-      ranges: 0,
-      mappings: 0,
-      allocations: 0,
-      streams: 0,
-      events: 0,
-      physicalBytes: 0
-    }
     const sum = devices.reduce<Ledger>((acc, l) => ({
       chunks: acc.chunks + l.chunks,
       ranges: acc.ranges + l.ranges,
@@ -132,7 +123,7 @@ export class SimSystem {
       streams: acc.streams + l.streams,
       events: acc.events + l.events,
       physicalBytes: acc.physicalBytes + l.physicalBytes
-    }), total)
+    }), emptyLedger)
     return { devices, total: sum }
   }
 

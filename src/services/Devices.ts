@@ -35,13 +35,12 @@ import {
 } from "../domain/PeerStitching.ts"
 import { makeAllocator, type PolicyOptions } from "../domain/Policies.ts"
 import type { AllocatorStats } from "../domain/Stats.ts"
-import { cudaBackend } from "../layers/CudaDriverLayer.ts"
+import { loadCudaLibrary, openCudaDevice } from "../layers/CudaDriverLayer.ts"
 import { layerOver } from "../layers/DriverLayer.ts"
 import type { SimSystem } from "../layers/SimSystem.ts"
 import type { TrackedPort } from "../layers/TrackedPort.ts"
-import { loadCuda } from "../cuda/Binding.ts"
 import { cudaError } from "../cuda/CudaError.ts"
-import { type CudaDevice, CudaPort, openDevice } from "../cuda/CudaPort.ts"
+import type { CudaDevice } from "../cuda/CudaPort.ts"
 import * as GpuAllocator from "./Allocator.ts"
 import { Driver, driverCall } from "./Driver.ts"
 
@@ -239,11 +238,7 @@ export const layerCuda = (
   } = {}
 ): Layer.Layer<Devices, DriverError | InvalidRequestError> =>
   Layer.unwrap(Effect.gen(function*() {
-    const lib = yield* Effect.tryPromise({
-      try: () => loadCuda(options.library ?? process.env["GMLAKE_LIBCUDA"] ?? undefined),
-      catch: (e) =>
-        e instanceof DriverError ? e : new DriverError({ call: "dlopen", reason: "NoDevice", code: 100, detail: String(e) })
-    })
+    const lib = yield* loadCudaLibrary(options.library)
     const ordinals = options.ordinals ?? (yield* driverCall(() => {
       const count = new Int32Array(1)
       const init = lib.api.cuInit(0)
@@ -257,28 +252,9 @@ export const layerCuda = (
       count: ordinals.length,
       driver: (i) =>
         Layer.unwrap(Effect.gen(function*() {
-          const device = yield* Effect.acquireRelease(
-            driverCall(() => openDevice(lib, ordinals[i]!)),
-            (d) =>
-              Effect.sync(() => {
-                try {
-                  d.close()
-                } catch {
-                  // The context goes with the process anyway.
-                }
-              })
-          )
-          const port = yield* driverCall(() => new CudaPort(device))
-          opened[i] = device
-          const version = device.driverVersion
-          return layerOver(cudaBackend(port), {
-            kind: "cuda",
-            ordinal: device.ordinal,
-            name: device.name,
-            granularity: port.granularity,
-            capacity: port.capacity,
-            ...(version > 0 ? { driverVersion: `${Math.floor(version / 1000)}.${(version % 1000) / 10}` } : {})
-          })
+          const session = yield* openCudaDevice(lib, ordinals[i]!)
+          opened[i] = session.device
+          return layerOver(session.backend, session.info)
         })),
       peerAccess: driverCall(() => {
         const matrix = opened.map((from) => opened.map((to) => from !== to && from!.canAccessPeer(to!.device)))

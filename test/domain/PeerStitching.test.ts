@@ -12,6 +12,7 @@ import { PeerGroup, type PeerStitchingAllocator, type PeerStitchingConfig } from
 import { makeAllocator } from "../../src/domain/Policies.ts"
 import { StatsAllocator } from "../../src/domain/Stats.ts"
 import type { BlockId } from "../../src/domain/Units.ts"
+import { emptyLedger } from "../../src/layers/SimDriver.ts"
 import { SimSystem, type SimSystemOptions } from "../../src/layers/SimSystem.ts"
 
 const MiB = 1024 * 1024
@@ -51,15 +52,7 @@ const sameBytes = (a: Uint8Array, b: Uint8Array) => a.length === b.length && Buf
 
 const expectLedgersEmpty = (sys: SimSystem) => {
   for (const d of sys.devices) {
-    expect(d.ledger(), `device ${d.ordinal}`).toEqual({
-      chunks: 0,
-      ranges: 0,
-      mappings: 0,
-      allocations: 0,
-      streams: 0,
-      events: 0,
-      physicalBytes: 0
-    })
+    expect(d.ledger(), `device ${d.ordinal}`).toEqual(emptyLedger)
   }
 }
 

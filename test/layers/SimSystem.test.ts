@@ -6,7 +6,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { DriverError } from "../../src/domain/Errors.ts"
 import type { Address } from "../../src/domain/Units.ts"
-import { SimDriver } from "../../src/layers/SimDriver.ts"
+import { emptyLedger, SimDriver } from "../../src/layers/SimDriver.ts"
 import { SimSystem } from "../../src/layers/SimSystem.ts"
 
 const MiB = 1024 * 1024
@@ -76,10 +76,10 @@ describe("SimSystem", () => {
     d1.memRelease(b)
     expect(d1.ledger().physicalBytes).toBe(4 * MiB)
     d0.memUnmap(va, 2 * G)
-    expect(d1.ledger()).toEqual({ chunks: 0, ranges: 0, mappings: 0, allocations: 0, streams: 0, events: 0, physicalBytes: 0 })
+    expect(d1.ledger()).toEqual(emptyLedger)
     d0.addressFree(va, 3 * G)
     d0.memRelease(a)
-    expect(sys.ledger().total).toEqual({ chunks: 0, ranges: 0, mappings: 0, allocations: 0, streams: 0, events: 0, physicalBytes: 0 })
+    expect(sys.ledger().total).toEqual(emptyLedger)
   })
 
   it("classic allocations and streams are per device", () => {

@@ -10,7 +10,7 @@ import * as fc from "fast-check"
 import { policyNames } from "../../src/domain/Allocator.ts"
 import { InvalidRequestError } from "../../src/domain/Errors.ts"
 import { makeAllocator } from "../../src/domain/Policies.ts"
-import { SimDriver } from "../../src/layers/SimDriver.ts"
+import { emptyLedger, SimDriver } from "../../src/layers/SimDriver.ts"
 import { SimSystem } from "../../src/layers/SimSystem.ts"
 import { layerSimWith } from "../../src/layers/SimDriverLayer.ts"
 import { GpuAllocator, type Block } from "../../src/services/Allocator.ts"
@@ -27,8 +27,6 @@ const pattern = (n: number, salt: number) => {
   return out
 }
 const sameBytes = (a: Uint8Array, b: Uint8Array) => a.length === b.length && Buffer.from(a).equals(Buffer.from(b))
-
-const emptyLedger = { chunks: 0, ranges: 0, mappings: 0, allocations: 0, streams: 0, events: 0, physicalBytes: 0 }
 
 describe("multi-device sessions (simulated)", () => {
   it.effect("one allocator per device; a device's allocations never show in another's accounting", () =>

@@ -20,7 +20,7 @@ import { replayTrace } from "../../../src/domain/Replay.ts"
 import type { Trace } from "../../../src/domain/Trace.ts"
 import { type BlockId, GiB, KiB, MiB } from "../../../src/domain/Units.ts"
 import { MeteredPort } from "../../../src/layers/MeteredPort.ts"
-import { SimDriver, type SimStep } from "../../../src/layers/SimDriver.ts"
+import { emptyLedger, SimDriver, type SimStep } from "../../../src/layers/SimDriver.ts"
 import { parseTraceBytes } from "../../../src/layers/TraceFile.ts"
 
 const G = MiB(2)
@@ -282,15 +282,7 @@ const drain = ({ a, sim }: Setup, { live, pending }: Model): void => {
   a.checkIntegrity()
   a.emptyCache()
   a.checkIntegrity()
-  expect(sim.ledger()).toEqual({
-    chunks: 0,
-    ranges: 0,
-    mappings: 0,
-    allocations: 0,
-    streams: 0,
-    events: 0,
-    physicalBytes: 0
-  })
+  expect(sim.ledger()).toEqual(emptyLedger)
   expect(a.reserved()).toBe(0)
 }
 
