@@ -7,30 +7,28 @@
  *
  * @since 0.1.0
  */
-import { Console, Effect } from "effect"
+import { Console, Effect, Layer } from "effect"
 import { readdirSync, writeFileSync } from "node:fs"
-import { gzipSync } from "node:zlib"
-import { multiStreamTrace } from "../domain/Synthetic.ts"
 import { join } from "node:path"
+import { gzipSync } from "node:zlib"
 import { type PolicyName, policyNames } from "../domain/Allocator.ts"
-import { policyFromString, type PolicyOptions } from "../domain/Policies.ts"
+import type { DriverError, InvalidBlockError, InvalidRequestError, OutOfMemoryError } from "../domain/Errors.ts"
+import { makeAllocator, policyFromString, type PolicyOptions } from "../domain/Policies.ts"
 import { decodeStitchingConfig } from "../domain/policies/StitchingConfig.ts"
+import { multiStreamTrace } from "../domain/Synthetic.ts"
 import type { Trace, TraceError } from "../domain/Trace.ts"
 import { formatBytes, formatGB } from "../domain/Units.ts"
-import type { DriverError, InvalidBlockError, InvalidRequestError, OutOfMemoryError } from "../domain/Errors.ts"
-import { loadTrace } from "../layers/TraceFile.ts"
-import { flag, parseArgs, parseBytes, parseFraction, parseInteger, type Parsed, UsageError } from "./Args.ts"
-import { replayCuda, replaySim, type ReplayReport } from "./ReplayRunner.ts"
 import { layerCuda } from "../layers/CudaDriverLayer.ts"
-import { selftest } from "./Selftest.ts"
-import { multiDeviceChecks } from "./MultiDevice.ts"
-import { streamsDemo } from "./StreamsDemo.ts"
-import { makeAllocator } from "../domain/Policies.ts"
+import { layerSim } from "../layers/SimDriverLayer.ts"
+import { loadTrace } from "../layers/TraceFile.ts"
 import * as GpuAllocatorService from "../services/Allocator.ts"
 import * as StreamsService from "../services/Streams.ts"
-import { layerSim } from "../layers/SimDriverLayer.ts"
 import * as Vmm from "../services/Vmm.ts"
-import { Layer } from "effect"
+import { flag, parseArgs, parseBytes, parseFraction, parseInteger, type Parsed, UsageError } from "./Args.ts"
+import { multiDeviceChecks } from "./MultiDevice.ts"
+import { replayCuda, replaySim, type ReplayReport } from "./ReplayRunner.ts"
+import { selftest } from "./Selftest.ts"
+import { streamsDemo } from "./StreamsDemo.ts"
 import { renderTable } from "./Table.ts"
 
 export const VERSION = "0.1.0"
@@ -58,7 +56,7 @@ Traces are gmlake-trace/1 files (gzip or plain JSON); see traces/README.md.`
 /** The traces bundled with the project. */
 export const bundledTraces = (dir = "traces"): Array<string> => {
   try {
-    return readdirSync(dir).filter((f) => f.endsWith(".json.gz") || f.endsWith(".json") && f !== "anchors.json")
+    return readdirSync(dir).filter((f) => f.endsWith(".json.gz") || (f.endsWith(".json") && f !== "anchors.json"))
       .sort().map((f) => join(dir, f))
   } catch {
     return []
