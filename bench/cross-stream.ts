@@ -7,10 +7,10 @@
  *   npx node bench/cross-stream.ts
  */
 import { Effect, Result } from "effect"
-import { replaySim } from "../src/cli/ReplayRunner.ts"
+import { replaySim } from "../src/replay/ReplayRunner.ts"
 import { policyNames } from "../src/domain/Allocator.ts"
-import { multiStreamTrace } from "../src/domain/Synthetic.ts"
-import { decodeTrace } from "../src/domain/Trace.ts"
+import { multiStreamTrace } from "../src/trace/Synthetic.ts"
+import { decodeTrace } from "../src/trace/Trace.ts"
 
 console.log("seed  latency  policy      per-stream GB  util    cross-stream GB  util    saved")
 for (const seed of [1, 2, 3]) {

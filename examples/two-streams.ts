@@ -6,10 +6,10 @@
  *   npx node examples/two-streams.ts
  */
 import { Effect, Fiber, Layer } from "effect"
-import { makeAllocator } from "../src/domain/Policies.ts"
-import { layerCuda } from "../src/layers/CudaDriverLayer.ts"
-import { SimDriver } from "../src/layers/SimDriver.ts"
-import { layerSimWith } from "../src/layers/SimDriverLayer.ts"
+import { makeAllocator } from "../src/domain/policies/Policies.ts"
+import { layerCuda } from "../src/layers/cuda/CudaDriverLayer.ts"
+import { SimDriver } from "../src/layers/sim/SimDriver.ts"
+import { layerSimWith } from "../src/layers/sim/SimDriverLayer.ts"
 import * as GpuAllocator from "../src/services/Allocator.ts"
 import { Driver } from "../src/services/Driver.ts"
 import * as Streams from "../src/services/Streams.ts"

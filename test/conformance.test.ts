@@ -8,10 +8,10 @@ import * as fc from "fast-check"
 import type { Allocator, PolicyName } from "../src/domain/Allocator.ts"
 import { policyNames } from "../src/domain/Allocator.ts"
 import { InvalidBlockError, OutOfMemoryError } from "../src/domain/Errors.ts"
-import { makeAllocator } from "../src/domain/Policies.ts"
+import { makeAllocator } from "../src/domain/policies/Policies.ts"
 import type { BlockId } from "../src/domain/Units.ts"
 import { MeteredPort } from "../src/layers/MeteredPort.ts"
-import { emptyLedger, SimDriver } from "../src/layers/SimDriver.ts"
+import { emptyLedger, SimDriver } from "../src/layers/sim/SimDriver.ts"
 
 type Op =
   | { readonly kind: "malloc"; readonly size: number; readonly stream: number }

@@ -2,8 +2,8 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { program, session } from "../examples/two-streams.ts"
-import { SimDriver } from "../src/layers/SimDriver.ts"
-import { layerSimWith } from "../src/layers/SimDriverLayer.ts"
+import { SimDriver } from "../src/layers/sim/SimDriver.ts"
+import { layerSimWith } from "../src/layers/sim/SimDriverLayer.ts"
 
 describe("examples/two-streams.ts", () => {
   it.live("runs two streams' work as fibers, is interrupted, and leaks nothing", () =>

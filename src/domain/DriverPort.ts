@@ -11,7 +11,7 @@
  * took the memory, an injected fault) and what the allocator does next depends on that outcome
  * (evict stitched views, release cached chunks, retry, then report out of memory). So the plan is
  * a dialogue: the policy issues a step, the port performs it or throws a `DriverError`, and the
- * policy carries on from there. With a recording port (see `layers/SimDriver.ts`, which records
+ * policy carries on from there. With a recording port (see `layers/sim/SimDriver.ts`, which records
  * and validates every step) a policy is exactly a function from (state, request, outcomes) to
  * (state, plan), and tests check plans and outcomes step by step.
  *

@@ -12,7 +12,7 @@ import { Context, Effect, Layer, type Scope } from "effect"
 import type { Allocator, PolicyName } from "../domain/Allocator.ts"
 import { DriverError, InvalidBlockError, InvalidRequestError, OutOfMemoryError } from "../domain/Errors.ts"
 import type { TrackedPort } from "../layers/TrackedPort.ts"
-import { type AllocatorStats, StatsAllocator } from "../domain/Stats.ts"
+import { type AllocatorStats, StatsAllocator } from "../domain/adaptors/Stats.ts"
 import type { Address, BlockId } from "../domain/Units.ts"
 import { Driver } from "./Driver.ts"
 

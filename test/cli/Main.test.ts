@@ -7,7 +7,7 @@ import { mkdtempSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { gzipSync } from "node:zlib"
-import { multiStreamTrace } from "../../src/domain/Synthetic.ts"
+import { multiStreamTrace } from "../../src/trace/Synthetic.ts"
 
 const gmlake = (...args: Array<string>) => {
   const r = spawnSync(process.execPath, ["src/bin.ts", ...args], { encoding: "utf8", timeout: 120_000 })

@@ -9,13 +9,13 @@ import * as fc from "fast-check"
 import { readFileSync } from "node:fs"
 import type { DriverPort } from "../../../src/domain/DriverPort.ts"
 import { DriverError, InvalidBlockError, InvalidRequestError, OutOfMemoryError } from "../../../src/domain/Errors.ts"
-import { ExpandableAllocator, type ExpandableConfig } from "../../../src/domain/policies/Expandable.ts"
-import { replayTrace } from "../../../src/domain/Replay.ts"
-import type { Trace } from "../../../src/domain/Trace.ts"
+import { ExpandableAllocator, type ExpandableConfig } from "../../../src/domain/policies/pytorch/Expandable.ts"
+import { replayTrace } from "../../../src/replay/Replay.ts"
+import type { Trace } from "../../../src/trace/Trace.ts"
 import { type BlockId, MiB } from "../../../src/domain/Units.ts"
 import { MeteredPort } from "../../../src/layers/MeteredPort.ts"
-import { SimDriver } from "../../../src/layers/SimDriver.ts"
-import { parseTraceBytes } from "../../../src/layers/TraceFile.ts"
+import { SimDriver } from "../../../src/layers/sim/SimDriver.ts"
+import { parseTraceBytes } from "../../../src/trace/File.ts"
 
 const traceNames = ["gpt2_fixed", "gpt2_varlen", "llama1b_ckpt_varlen", "llama1b_lora_varlen"] as const
 

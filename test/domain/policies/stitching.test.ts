@@ -10,18 +10,18 @@ import * as fc from "fast-check"
 import { readFileSync } from "node:fs"
 import type { DriverPort } from "../../../src/domain/DriverPort.ts"
 import { DriverError, InvalidBlockError, InvalidRequestError, OutOfMemoryError } from "../../../src/domain/Errors.ts"
-import { StitchingAllocator } from "../../../src/domain/policies/Stitching.ts"
+import { StitchingAllocator } from "../../../src/domain/policies/gmlake/Stitching.ts"
 import {
   decodeStitchingConfig,
   defaultStitchingConfig,
   type StitchingConfig
-} from "../../../src/domain/policies/StitchingConfig.ts"
-import { replayTrace } from "../../../src/domain/Replay.ts"
-import type { Trace } from "../../../src/domain/Trace.ts"
+} from "../../../src/domain/policies/gmlake/StitchingConfig.ts"
+import { replayTrace } from "../../../src/replay/Replay.ts"
+import type { Trace } from "../../../src/trace/Trace.ts"
 import { type BlockId, GiB, KiB, MiB } from "../../../src/domain/Units.ts"
 import { MeteredPort } from "../../../src/layers/MeteredPort.ts"
-import { emptyLedger, SimDriver, type SimStep } from "../../../src/layers/SimDriver.ts"
-import { parseTraceBytes } from "../../../src/layers/TraceFile.ts"
+import { emptyLedger, SimDriver, type SimStep } from "../../../src/layers/sim/SimDriver.ts"
+import { parseTraceBytes } from "../../../src/trace/File.ts"
 
 const G = MiB(2)
 

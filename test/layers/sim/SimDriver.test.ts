@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
-import { DriverError } from "../../src/domain/Errors.ts"
-import type { Address, ChunkHandle } from "../../src/domain/Units.ts"
-import { SimDriver } from "../../src/layers/SimDriver.ts"
+import { DriverError } from "../../../src/domain/Errors.ts"
+import type { Address, ChunkHandle } from "../../../src/domain/Units.ts"
+import { SimDriver } from "../../../src/layers/sim/SimDriver.ts"
 
 const MiB = 1024 * 1024
 const G = 2 * MiB

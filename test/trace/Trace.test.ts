@@ -4,8 +4,8 @@ import { mkdtempSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { gzipSync } from "node:zlib"
-import { Op } from "../../src/domain/Trace.ts"
-import { loadTrace, parseTraceBytes } from "../../src/layers/TraceFile.ts"
+import { Op } from "../../src/trace/Trace.ts"
+import { loadTrace, parseTraceBytes } from "../../src/trace/File.ts"
 
 const doc = (events: Array<unknown>, extra: Record<string, unknown> = {}) => ({
   format: "gmlake-trace/1",

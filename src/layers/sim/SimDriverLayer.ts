@@ -4,8 +4,8 @@
  * @since 0.1.0
  */
 import { Layer } from "effect"
-import type { Driver } from "../services/Driver.ts"
-import { layerOver } from "./DriverLayer.ts"
+import type { Driver } from "../../services/Driver.ts"
+import { layerOver } from "../DriverLayer.ts"
 import { SimDriver, type SimDriverOptions } from "./SimDriver.ts"
 
 /**

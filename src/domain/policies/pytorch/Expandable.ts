@@ -37,12 +37,12 @@
  *
  * @since 0.1.0
  */
-import type { Allocator, PolicyCounters } from "../Allocator.ts"
-import { zeroCounters } from "../Allocator.ts"
-import { BestFit } from "../BestFit.ts"
-import type { DriverPort } from "../DriverPort.ts"
-import { type DriverError, InvalidBlockError, InvalidRequestError, OutOfMemoryError } from "../Errors.ts"
-import { type Address, type BlockId, type ChunkHandle, roundUp } from "../Units.ts"
+import type { Allocator, PolicyCounters } from "../../Allocator.ts"
+import { zeroCounters } from "../../Allocator.ts"
+import { BestFit } from "./BestFit.ts"
+import type { DriverPort } from "../../DriverPort.ts"
+import { type DriverError, InvalidBlockError, InvalidRequestError, OutOfMemoryError } from "../../Errors.ts"
+import { type Address, type BlockId, type ChunkHandle, roundUp } from "../../Units.ts"
 import {
   BlockState,
   BlockTable,

@@ -4,10 +4,10 @@
  * access per ordered pair.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { DriverError } from "../../src/domain/Errors.ts"
-import type { Address } from "../../src/domain/Units.ts"
-import { emptyLedger, SimDriver } from "../../src/layers/SimDriver.ts"
-import { SimSystem } from "../../src/layers/SimSystem.ts"
+import { DriverError } from "../../../src/domain/Errors.ts"
+import type { Address } from "../../../src/domain/Units.ts"
+import { emptyLedger, SimDriver } from "../../../src/layers/sim/SimDriver.ts"
+import { SimSystem } from "../../../src/layers/sim/SimSystem.ts"
 
 const MiB = 1024 * 1024
 const G = 2 * MiB

@@ -17,7 +17,7 @@
  *
  * @since 0.1.0
  */
-import { DriverError } from "../domain/Errors.ts"
+import { DriverError } from "../../domain/Errors.ts"
 import { emptyLedger, type Ledger, maxSimDevices, type PhysicalPiece, SimDriver, type SimDriverOptions } from "./SimDriver.ts"
 
 /** @category models */

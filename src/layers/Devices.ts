@@ -32,17 +32,17 @@ import {
   PeerGroup,
   type PeerStitchingAllocator,
   type PeerStitchingConfig
-} from "../domain/PeerStitching.ts"
-import { makeAllocator, type PolicyOptions } from "../domain/Policies.ts"
-import type { AllocatorStats } from "../domain/Stats.ts"
-import { loadCudaLibrary, openCudaDevice } from "../layers/CudaDriverLayer.ts"
-import { layerOver } from "../layers/DriverLayer.ts"
-import type { SimSystem } from "../layers/SimSystem.ts"
-import type { TrackedPort } from "../layers/TrackedPort.ts"
+} from "../domain/adaptors/PeerStitching.ts"
+import { makeAllocator, type PolicyOptions } from "../domain/policies/Policies.ts"
+import type { AllocatorStats } from "../domain/adaptors/Stats.ts"
+import { loadCudaLibrary, openCudaDevice } from "./cuda/CudaDriverLayer.ts"
+import { layerOver } from "./DriverLayer.ts"
+import type { SimSystem } from "./sim/SimSystem.ts"
+import type { TrackedPort } from "./TrackedPort.ts"
 import { cudaError } from "../cuda/CudaError.ts"
 import type { CudaDevice } from "../cuda/CudaPort.ts"
-import * as GpuAllocator from "./Allocator.ts"
-import { Driver, driverCall } from "./Driver.ts"
+import * as GpuAllocator from "../services/Allocator.ts"
+import { Driver, driverCall } from "../services/Driver.ts"
 
 /** One device of a session: its services, and its peer-stitching adaptor when enabled. @category models */
 export interface DeviceSession {

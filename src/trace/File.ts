@@ -7,7 +7,7 @@
 import { Effect, Result } from "effect"
 import { readFile } from "node:fs/promises"
 import { gunzipSync } from "node:zlib"
-import { decodeTrace, type Trace, TraceError } from "../domain/Trace.ts"
+import { decodeTrace, type Trace, TraceError } from "./Trace.ts"
 
 /**
  * Parses trace bytes: gzip is recognised by its magic number, anything else must be JSON.

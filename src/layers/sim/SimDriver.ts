@@ -40,11 +40,11 @@
  *
  * @since 0.1.0
  */
-import type { DriverCallKind, DriverPort } from "../domain/DriverPort.ts"
-import type { StreamPort } from "../domain/StreamPort.ts"
-import { DriverError, type DriverFailureReason } from "../domain/Errors.ts"
-import { mulberry32 } from "../domain/Random.ts"
-import { type Address, type ChunkHandle, formatBytes, GiB, MiB } from "../domain/Units.ts"
+import type { DriverCallKind, DriverPort } from "../../domain/DriverPort.ts"
+import type { StreamPort } from "../../domain/StreamPort.ts"
+import { DriverError, type DriverFailureReason } from "../../domain/Errors.ts"
+import { mulberry32 } from "../../domain/Random.ts"
+import { type Address, type ChunkHandle, formatBytes, GiB, MiB } from "../../domain/Units.ts"
 
 /** @category models */
 export interface SimDriverOptions {

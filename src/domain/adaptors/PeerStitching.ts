@@ -60,11 +60,11 @@
  *
  * @since 0.1.0
  */
-import type { Allocator, PolicyCounters, PolicyName } from "./Allocator.ts"
-import type { DriverPort } from "./DriverPort.ts"
-import { DriverError, InvalidBlockError, InvalidRequestError, OutOfMemoryError } from "./Errors.ts"
-import type { StreamPort } from "./StreamPort.ts"
-import type { Address, BlockId, ChunkHandle } from "./Units.ts"
+import type { Allocator, PolicyCounters, PolicyName } from "../Allocator.ts"
+import type { DriverPort } from "../DriverPort.ts"
+import { DriverError, InvalidBlockError, InvalidRequestError, OutOfMemoryError } from "../Errors.ts"
+import type { StreamPort } from "../StreamPort.ts"
+import type { Address, BlockId, ChunkHandle } from "../Units.ts"
 
 /** A device of a peer group: its ordinal and its own ports. @category models */
 export interface PeerDevice {

@@ -8,10 +8,10 @@
  *
  * @since 0.1.0
  */
-import type { Allocator } from "./Allocator.ts"
-import { DriverError, OutOfMemoryError } from "./Errors.ts"
-import { Op, type Trace } from "./Trace.ts"
-import type { BlockId } from "./Units.ts"
+import type { Allocator } from "../domain/Allocator.ts"
+import { DriverError, OutOfMemoryError } from "../domain/Errors.ts"
+import { Op, type Trace } from "../trace/Trace.ts"
+import type { BlockId } from "../domain/Units.ts"
 
 /** What a replay measured. @category models */
 export interface ReplayOutcome {

@@ -44,7 +44,7 @@
  * @since 0.1.0
  */
 import { Data, Effect, Result, Schema, SchemaIssue } from "effect"
-import { GiB, KiB, MiB } from "../Units.ts"
+import { GiB, KiB, MiB } from "../../Units.ts"
 
 const Int = (min: number, message: string) =>
   Schema.Int.pipe(Schema.check(Schema.isGreaterThanOrEqualTo(min, { message })))

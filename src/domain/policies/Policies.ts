@@ -3,14 +3,14 @@
  *
  * @since 0.1.0
  */
-import type { Allocator, PolicyName } from "./Allocator.ts"
-import { CrossStreamAllocator } from "./CrossStream.ts"
-import type { DriverPort } from "./DriverPort.ts"
-import type { StreamPort } from "./StreamPort.ts"
-import { CachingAllocator } from "./policies/Caching.ts"
-import { ExpandableAllocator } from "./policies/Expandable.ts"
-import { StitchingAllocator } from "./policies/Stitching.ts"
-import type { StitchingConfig } from "./policies/StitchingConfig.ts"
+import type { Allocator, PolicyName } from "../Allocator.ts"
+import { CrossStreamAllocator } from "../adaptors/CrossStream.ts"
+import type { DriverPort } from "../DriverPort.ts"
+import type { StreamPort } from "../StreamPort.ts"
+import { CachingAllocator } from "./pytorch/Caching.ts"
+import { ExpandableAllocator } from "./pytorch/Expandable.ts"
+import { StitchingAllocator } from "./gmlake/Stitching.ts"
+import type { StitchingConfig } from "./gmlake/StitchingConfig.ts"
 
 /** Per-policy configuration; absent means the policy's defaults. @category models */
 export interface PolicyOptions {

@@ -5,9 +5,9 @@
  *
  * @since 0.1.0
  */
-import type { Allocator, PolicyCounters, PolicyName } from "./Allocator.ts"
-import { OutOfMemoryError } from "./Errors.ts"
-import type { Address, BlockId } from "./Units.ts"
+import type { Allocator, PolicyCounters, PolicyName } from "../Allocator.ts"
+import { OutOfMemoryError } from "../Errors.ts"
+import type { Address, BlockId } from "../Units.ts"
 
 /** A snapshot of an allocator's statistics. @category models */
 export interface AllocatorStats {

@@ -16,7 +16,7 @@
  *
  * @since 0.1.0
  */
-import { mulberry32 } from "./Random.ts"
+import { mulberry32 } from "../domain/Random.ts"
 
 /** @category models */
 export interface SyntheticOptions {

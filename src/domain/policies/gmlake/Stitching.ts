@@ -92,11 +92,11 @@
  *
  * @since 0.1.0
  */
-import type { Allocator, PolicyCounters } from "../Allocator.ts"
-import type { DriverPort } from "../DriverPort.ts"
-import { DriverError, InvalidBlockError, InvalidRequestError, OutOfMemoryError } from "../Errors.ts"
-import { BestFit } from "../BestFit.ts"
-import type { Address, BlockId, ChunkHandle } from "../Units.ts"
+import type { Allocator, PolicyCounters } from "../../Allocator.ts"
+import type { DriverPort } from "../../DriverPort.ts"
+import { DriverError, InvalidBlockError, InvalidRequestError, OutOfMemoryError } from "../../Errors.ts"
+import { BestFit } from "../pytorch/BestFit.ts"
+import type { Address, BlockId, ChunkHandle } from "../../Units.ts"
 import { defaultStitchingConfig, type StitchingConfig } from "./StitchingConfig.ts"
 
 // Block states.

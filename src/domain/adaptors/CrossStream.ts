@@ -25,11 +25,11 @@
  *
  * @since 0.1.0
  */
-import type { Allocator, PolicyCounters, PolicyName } from "./Allocator.ts"
-import { BestFit } from "./BestFit.ts"
-import { InvalidBlockError, InvalidRequestError, OutOfMemoryError } from "./Errors.ts"
-import type { StreamPort } from "./StreamPort.ts"
-import type { Address, BlockId } from "./Units.ts"
+import type { Allocator, PolicyCounters, PolicyName } from "../Allocator.ts"
+import { BestFit } from "../policies/pytorch/BestFit.ts"
+import { InvalidBlockError, InvalidRequestError, OutOfMemoryError } from "../Errors.ts"
+import type { StreamPort } from "../StreamPort.ts"
+import type { Address, BlockId } from "../Units.ts"
 
 /** Freed with `deferred`: waits for `complete`. */
 const GUARDED = 2

@@ -4,14 +4,14 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import * as fc from "fast-check"
-import { policyNames } from "../../src/domain/Allocator.ts"
-import { CrossStreamAllocator } from "../../src/domain/CrossStream.ts"
-import { InvalidBlockError, OutOfMemoryError } from "../../src/domain/Errors.ts"
-import { makeAllocator } from "../../src/domain/Policies.ts"
-import type { StreamPort } from "../../src/domain/StreamPort.ts"
-import type { BlockId } from "../../src/domain/Units.ts"
-import { MeteredPort } from "../../src/layers/MeteredPort.ts"
-import { SimDriver } from "../../src/layers/SimDriver.ts"
+import { policyNames } from "../../../src/domain/Allocator.ts"
+import { CrossStreamAllocator } from "../../../src/domain/adaptors/CrossStream.ts"
+import { InvalidBlockError, OutOfMemoryError } from "../../../src/domain/Errors.ts"
+import { makeAllocator } from "../../../src/domain/policies/Policies.ts"
+import type { StreamPort } from "../../../src/domain/StreamPort.ts"
+import type { BlockId } from "../../../src/domain/Units.ts"
+import { MeteredPort } from "../../../src/layers/MeteredPort.ts"
+import { SimDriver } from "../../../src/layers/sim/SimDriver.ts"
 
 const MiB = 1024 * 1024
 

@@ -14,11 +14,11 @@
  * @since 0.1.0
  */
 import { Effect, Layer, type Scope } from "effect"
-import { type CudaLibrary, loadCuda } from "../cuda/Binding.ts"
-import { type CudaDevice, CudaPort, openDevice } from "../cuda/CudaPort.ts"
-import { DriverError } from "../domain/Errors.ts"
-import { type DeviceInfo, type Driver, driverCall } from "../services/Driver.ts"
-import { type DeviceBackend, layerOver } from "./DriverLayer.ts"
+import { type CudaLibrary, loadCuda } from "../../cuda/Binding.ts"
+import { type CudaDevice, CudaPort, openDevice } from "../../cuda/CudaPort.ts"
+import { DriverError } from "../../domain/Errors.ts"
+import { type DeviceInfo, type Driver, driverCall } from "../../services/Driver.ts"
+import { type DeviceBackend, layerOver } from "../DriverLayer.ts"
 
 /** @category models */
 export interface CudaSessionOptions {

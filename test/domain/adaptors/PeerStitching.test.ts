@@ -6,14 +6,14 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import * as fc from "fast-check"
-import { type Allocator, type PolicyName, policyNames } from "../../src/domain/Allocator.ts"
-import { DriverError, InvalidBlockError, InvalidRequestError, OutOfMemoryError } from "../../src/domain/Errors.ts"
-import { PeerGroup, type PeerStitchingAllocator, type PeerStitchingConfig } from "../../src/domain/PeerStitching.ts"
-import { makeAllocator } from "../../src/domain/Policies.ts"
-import { StatsAllocator } from "../../src/domain/Stats.ts"
-import type { BlockId } from "../../src/domain/Units.ts"
-import { emptyLedger } from "../../src/layers/SimDriver.ts"
-import { SimSystem, type SimSystemOptions } from "../../src/layers/SimSystem.ts"
+import { type Allocator, type PolicyName, policyNames } from "../../../src/domain/Allocator.ts"
+import { DriverError, InvalidBlockError, InvalidRequestError, OutOfMemoryError } from "../../../src/domain/Errors.ts"
+import { PeerGroup, type PeerStitchingAllocator, type PeerStitchingConfig } from "../../../src/domain/adaptors/PeerStitching.ts"
+import { makeAllocator } from "../../../src/domain/policies/Policies.ts"
+import { StatsAllocator } from "../../../src/domain/adaptors/Stats.ts"
+import type { BlockId } from "../../../src/domain/Units.ts"
+import { emptyLedger } from "../../../src/layers/sim/SimDriver.ts"
+import { SimSystem, type SimSystemOptions } from "../../../src/layers/sim/SimSystem.ts"
 
 const MiB = 1024 * 1024
 const G = 2 * MiB
