@@ -125,6 +125,19 @@ const REPORT_HEADER = [
   "ooms"
 ]
 
+/** Driver calls made in the second half of the trace's events, by the timeline. */
+export const secondHalfCalls = (r: ReplayReport): number => {
+  const n = r.timeline.length
+  let calls = 0
+  for (let k = Math.floor(n / 2); k < n; k++) calls += r.timeline[k]!.driverCalls
+  return n === 1 ? 0 : calls
+}
+
+/** The timeline in one line: driver calls per slice, and the second half's total. */
+const timelineLine = (r: ReplayReport): string =>
+  `${r.policy}: driver calls per ${Math.round(100 / Math.max(1, r.timeline.length))}% of events: ` +
+  r.timeline.map((s) => s.driverCalls).join(" ") + `; second half ${secondHalfCalls(r)}`
+
 const traceHeading = (t: Trace, peakRequested: number): string => {
   const n = t.native
   const x = t.expandable
@@ -221,6 +234,7 @@ const printReports = (trace: Trace, reports: ReadonlyArray<ReplayReport>, json: 
     } else {
       yield* Console.log(traceHeading(trace, reports[0]?.peakRequested ?? 0))
       yield* Console.log(renderTable(REPORT_HEADER, reportRows(reports)))
+      for (const r of reports) yield* Console.log(timelineLine(r))
       for (const r of reports) {
         if (r.firstOom !== null) yield* Console.log(`${r.policy}: ${r.ooms} out-of-memory failure(s); first: ${r.firstOom}`)
         if (r.failedAllocs > r.ooms || r.driverFaults > 0) {
@@ -252,7 +266,9 @@ const compareCommand = (argv: ReadonlyArray<string>, bench: boolean) =>
         for (const r of reports) yield* Console.log(JSON.stringify(r))
       } else {
         yield* Console.log(traceHeading(trace, reports[0]?.peakRequested ?? 0))
-        yield* Console.log(renderTable(REPORT_HEADER, reportRows(reports)) + "\n")
+        yield* Console.log(renderTable(REPORT_HEADER, reportRows(reports)))
+        for (const r of reports) yield* Console.log(timelineLine(r))
+        yield* Console.log("")
       }
     }
     if (!json && files.length > 1) {

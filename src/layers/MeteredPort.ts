@@ -1,6 +1,6 @@
 /**
  * An adaptor around any `DriverPort` (RMM's statistics adaptor, for driver calls): counts calls
- * by kind, estimates their H100 cost (`Latency.ts`), and measures the physical memory the
+ * by kind, estimates their cost on the GPU (Note [Driver-time model]), and measures the physical memory the
  * allocator holds (live chunks plus live `memAlloc` bytes) and its peak. The measure is taken
  * from the calls themselves, independently of the policy's own accounting, so a policy that
  * under-reports its reserved bytes is caught by comparing the two.
@@ -8,7 +8,7 @@
  * @since 0.1.0
  */
 import type { DriverCallKind, DriverPort } from "../domain/DriverPort.ts"
-import { estimateMicros } from "../domain/Latency.ts"
+import { LatencyTable, rangeCallBase } from "../domain/Latency.ts"
 import type { Address, ChunkHandle } from "../domain/Units.ts"
 
 /** @category models */
@@ -36,13 +36,23 @@ export class MeteredPort implements DriverPort {
   readonly granularity: number
   readonly capacity: number
   readonly calls: CallCounts = zeroCallCounts()
-  /** Estimated driver time on an H100, microseconds. */
+  /** Calls made, all kinds together. */
+  total = 0
+  /** Estimated driver time on the GPU (Note [Driver-time model]), microseconds. */
   micros = 0
   /** Physical bytes held now (chunks created and not released, plus classic allocations). */
   reserved = 0
   peakReserved = 0
+  /** The highest `reserved` since the last `resetWindow` (the timeline's per-slice peak). */
+  windowPeak = 0
   private readonly chunkBytes = new Map<number, number>()
   private readonly allocBytes = new Map<number, number>()
+  /**
+   * Live mappings, by base address in granules (a small integer, so a fast key) -> bytes: a set
+   * access or an unmap over a range costs per mapping in it (Note [Driver-time model]).
+   */
+  private readonly mapBytes = new Map<number, number>()
+  private readonly latency: LatencyTable
 
   readonly inner: DriverPort
 
@@ -50,71 +60,112 @@ export class MeteredPort implements DriverPort {
     this.inner = inner
     this.granularity = inner.granularity
     this.capacity = inner.capacity
+    this.latency = new LatencyTable(inner.granularity)
   }
 
   private grow(bytes: number): void {
     this.reserved += bytes
     if (this.reserved > this.peakReserved) this.peakReserved = this.reserved
+    if (this.reserved > this.windowPeak) this.windowPeak = this.reserved
+  }
+
+  /** Starts a new window for `windowPeak`. */
+  resetWindow(): void {
+    this.windowPeak = this.reserved
+  }
+
+  /**
+   * The modelled cost of one `setAccess` / `memUnmap` over `[va, va + bytes)`: the mappings in it
+   * are walked by their recorded sizes; `drop` forgets them (an unmap). Space not found among the
+   * recorded mappings (a range that starts inside one) is costed as granule-sized mappings.
+   */
+  private rangeMicros(kind: "setAccess" | "memUnmap", va: number, bytes: number, drop: boolean): number {
+    const g = this.granularity
+    const base = rangeCallBase[kind]
+    let us = base
+    let at = va / g
+    const end = (va + bytes) / g
+    while (at < end) {
+      const len = this.mapBytes.get(at)
+      if (len === undefined) {
+        us += (end - at) * (this.latency.micros(kind, g) - base)
+        break
+      }
+      if (drop) this.mapBytes.delete(at)
+      us += this.latency.micros(kind, len) - base
+      at += len / g
+    }
+    return us
   }
 
   memCreate(bytes: number): ChunkHandle {
     this.calls.memCreate++
+    this.total++
     const h = this.inner.memCreate(bytes)
-    this.micros += estimateMicros("memCreate", bytes)
+    this.micros += this.latency.micros("memCreate", bytes)
     this.chunkBytes.set(h, bytes)
     this.grow(bytes)
     return h
   }
   memRelease(handle: ChunkHandle): void {
     this.calls.memRelease++
+    this.total++
     this.inner.memRelease(handle)
     const bytes = this.chunkBytes.get(handle) ?? 0
     this.chunkBytes.delete(handle)
-    this.micros += estimateMicros("memRelease", bytes)
+    this.micros += this.latency.micros("memRelease", bytes)
     // Counted as given back at release: the allocator has let go of it, even if a mapping it
     // forgot still pins it (the ledger, not this meter, catches that).
     this.reserved -= bytes
   }
   addressReserve(bytes: number): Address {
     this.calls.addressReserve++
+    this.total++
     const va = this.inner.addressReserve(bytes)
-    this.micros += estimateMicros("addressReserve", bytes)
+    this.micros += this.latency.micros("addressReserve", bytes)
     return va
   }
   addressFree(va: Address, bytes: number): void {
     this.calls.addressFree++
+    this.total++
     this.inner.addressFree(va, bytes)
-    this.micros += estimateMicros("addressFree", bytes)
+    this.micros += this.latency.micros("addressFree", bytes)
   }
   memMap(va: Address, bytes: number, handle: ChunkHandle): void {
     this.calls.memMap++
+    this.total++
     this.inner.memMap(va, bytes, handle)
-    this.micros += estimateMicros("memMap", bytes)
+    this.micros += this.latency.micros("memMap", bytes)
+    this.mapBytes.set(va / this.granularity, bytes)
   }
   memUnmap(va: Address, bytes: number): void {
     this.calls.memUnmap++
+    this.total++
     this.inner.memUnmap(va, bytes)
-    this.micros += estimateMicros("memUnmap", bytes)
+    this.micros += this.rangeMicros("memUnmap", va, bytes, true)
   }
   setAccess(va: Address, bytes: number): void {
     this.calls.setAccess++
+    this.total++
     this.inner.setAccess(va, bytes)
-    this.micros += estimateMicros("setAccess", bytes)
+    this.micros += this.rangeMicros("setAccess", va, bytes, false)
   }
   memAlloc(bytes: number): Address {
     this.calls.memAlloc++
+    this.total++
     const va = this.inner.memAlloc(bytes)
-    this.micros += estimateMicros("memAlloc", bytes)
+    this.micros += this.latency.micros("memAlloc", bytes)
     this.allocBytes.set(va, bytes)
     this.grow(bytes)
     return va
   }
   memFree(va: Address): void {
     this.calls.memFree++
+    this.total++
     this.inner.memFree(va)
     const bytes = this.allocBytes.get(va) ?? 0
     this.allocBytes.delete(va)
-    this.micros += estimateMicros("memFree", bytes)
+    this.micros += this.latency.micros("memFree", bytes)
     this.reserved -= bytes
   }
   memGetInfo(): { readonly free: number; readonly total: number } {
@@ -122,8 +173,6 @@ export class MeteredPort implements DriverPort {
   }
   /** Total driver calls made. */
   totalCalls(): number {
-    let n = 0
-    for (const k in this.calls) n += this.calls[k as DriverCallKind]
-    return n
+    return this.total
   }
 }

@@ -12,6 +12,23 @@ import type { Allocator } from "../domain/Allocator.ts"
 import { DriverError, OutOfMemoryError } from "../domain/Errors.ts"
 import { Op, type Trace } from "../trace/Trace.ts"
 import type { BlockId } from "../domain/Units.ts"
+import { defaultSlices, type TimelineSample } from "./Timeline.ts"
+
+/**
+ * What the timeline reads at each slice's end: running totals (calls, modelled micros, stitches
+ * so far) and the reserved bytes now and at most since the previous read. `read` starts a new
+ * window for the peak.
+ * @category models
+ */
+export interface TimelineProbe {
+  read(): {
+    readonly calls: number
+    readonly micros: number
+    readonly stitches: number
+    readonly reserved: number
+    readonly windowPeakReserved: number
+  }
+}
 
 /** What a replay measured. @category models */
 export interface ReplayOutcome {
@@ -27,6 +44,8 @@ export interface ReplayOutcome {
   readonly failedAllocs: number
   /** The first out-of-memory error, for the report. */
   readonly firstOom: OutOfMemoryError | undefined
+  /** One sample per slice of the trace, when a probe was given (Note [Timeline sampling]). */
+  readonly timeline: ReadonlyArray<TimelineSample>
 }
 
 const NONE = -1
@@ -52,10 +71,49 @@ export class Replayer {
   private failed = 0
   private firstOom: OutOfMemoryError | undefined
 
-  constructor(trace: Trace, allocator: Allocator) {
+  // Note [Timeline sampling]
+  // The loop stops at each slice boundary (`nextSample`) and reads the probe there, so the
+  // per-event cost of the timeline is one comparison for the slice's peak of live bytes; the
+  // probe's totals are differenced between samples.
+  private readonly probe: TimelineProbe | undefined
+  private readonly slices: number
+  private readonly samples: Array<TimelineSample> = []
+  private nextSample: number
+  private windowPeak = 0
+  private last = { calls: 0, micros: 0, stitches: 0, ooms: 0 }
+
+  constructor(trace: Trace, allocator: Allocator, probe?: TimelineProbe, slices: number = defaultSlices) {
     this.trace = trace
     this.allocator = allocator
     this.blocks = new Float64Array(trace.allocs).fill(NONE)
+    this.probe = probe
+    this.slices = Math.max(1, Math.min(slices, trace.length))
+    this.nextSample = probe === undefined ? Number.POSITIVE_INFINITY : this.sliceEnd(0)
+    if (probe !== undefined) probe.read()
+  }
+
+  /** One past the last event of slice `k`. */
+  private sliceEnd(k: number): number {
+    return Math.round(this.trace.length * (k + 1) / this.slices)
+  }
+
+  private sample(): void {
+    const p = this.probe!.read()
+    const k = this.samples.length
+    this.samples.push({
+      endEvent: this.position,
+      requested: this.live,
+      peakRequested: this.windowPeak,
+      reserved: p.reserved,
+      peakReserved: p.windowPeakReserved,
+      driverCalls: p.calls - this.last.calls,
+      driverMicros: p.micros - this.last.micros,
+      stitches: p.stitches - this.last.stitches,
+      ooms: this.ooms - this.last.ooms
+    })
+    this.last = { calls: p.calls, micros: p.micros, stitches: p.stitches, ooms: this.ooms }
+    this.windowPeak = this.live
+    this.nextSample = k + 1 < this.slices ? this.sliceEnd(k + 1) : Number.POSITIVE_INFINITY
   }
 
   get done(): boolean {
@@ -67,10 +125,19 @@ export class Replayer {
    * for invariant checks in tests.
    */
   run(until: number = this.trace.length, onEvent?: (index: number) => void): void {
+    const end = Math.min(until, this.trace.length)
+    while (this.position < end) {
+      this.runTo(Math.min(end, this.nextSample), onEvent)
+      if (this.position === this.nextSample) this.sample()
+    }
+    // An empty trace still gets its one sample.
+    if (this.done && this.samples.length === 0 && this.probe !== undefined) this.sample()
+  }
+
+  private runTo(end: number, onEvent?: (index: number) => void): void {
     const { op, id, size, stream, deferred } = this.trace
     const blocks = this.blocks
     const allocator = this.allocator
-    const end = Math.min(until, this.trace.length)
     for (let i = this.position; i < end; i++) {
       const k = id[i]!
       switch (op[i]) {
@@ -84,7 +151,10 @@ export class Replayer {
             blocks[k] = allocator.malloc(bytes, stream[i]!)
             this.allocations++
             this.live += bytes
-            if (this.live > this.peak) this.peak = this.live
+            if (this.live > this.windowPeak) {
+              this.windowPeak = this.live
+              if (this.live > this.peak) this.peak = this.live
+            }
           } catch (e) {
             if (e instanceof OutOfMemoryError) {
               this.ooms++
@@ -127,7 +197,8 @@ export class Replayer {
       peakRequested: this.peak,
       ooms: this.ooms,
       failedAllocs: this.failed,
-      firstOom: this.firstOom
+      firstOom: this.firstOom,
+      timeline: this.samples
     }
   }
 }
@@ -139,9 +210,10 @@ export class Replayer {
 export const replayTrace = (
   trace: Trace,
   allocator: Allocator,
-  onEvent?: (index: number) => void
+  onEvent?: (index: number) => void,
+  probe?: TimelineProbe
 ): ReplayOutcome => {
-  const r = new Replayer(trace, allocator)
+  const r = new Replayer(trace, allocator, probe)
   r.run(trace.length, onEvent)
   return r.outcome()
 }

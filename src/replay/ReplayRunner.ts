@@ -7,7 +7,9 @@ import { Deferred, Effect, Exit, Fiber, Layer } from "effect"
 import type { PolicyName } from "../domain/Allocator.ts"
 import { CrossStreamAllocator } from "../domain/adaptors/CrossStream.ts"
 import { makeAllocator, type PolicyOptions } from "../domain/policies/Policies.ts"
-import { Replayer } from "./Replay.ts"
+import { Replayer, type TimelineProbe } from "./Replay.ts"
+import type { Timeline } from "./Timeline.ts"
+import { type DriverTimes, timedBackend } from "../layers/TimedBackend.ts"
 import type { Trace } from "../trace/Trace.ts"
 import { type CallCounts, MeteredPort } from "../layers/MeteredPort.ts"
 import { SimDriver, type SimDriverOptions } from "../layers/sim/SimDriver.ts"
@@ -33,7 +35,7 @@ export interface ReplayReport {
   readonly replayMs: number
   readonly driverCalls: CallCounts
   readonly driverCallsTotal: number
-  /** Estimated driver time of the plan on an H100 (DESIGN.md section 6), microseconds. */
+  /** Modelled driver time of the plan on the GPU (Note [Driver-time model]), microseconds. */
   readonly driverMicros: number
   readonly ooms: number
   readonly failedAllocs: number
@@ -50,6 +52,8 @@ export interface ReplayReport {
   readonly firstOom: string | null
   /** Whether safe cross-stream reuse was on (Note [Cross-stream reuse]). */
   readonly crossStream: boolean
+  /** Driver calls, modelled driver time, reserved bytes and stitches per 5% of the trace. */
+  readonly timeline: Timeline
 }
 
 /** Events replayed between two yields (so that an interrupt can stop a long replay). */
@@ -143,7 +147,8 @@ export const replayWith = <E>(
   device: Layer.Layer<Driver, E>,
   policyOptions: PolicyOptions,
   after: () => { readonly leaked: number; readonly faults: number },
-  tick?: (index: number) => void
+  tick?: (index: number) => void,
+  replayed?: () => void
 ): Effect.Effect<ReplayReport, E | DriverError> => {
   let metered: MeteredPort | undefined
   let crossStream = false
@@ -162,8 +167,18 @@ export const replayWith = <E>(
       const id = yield* driverCall(() => driver.port.streamCreate())
       if (id !== s) return yield* Effect.die(new Error(`stream ${s} of the trace became session stream ${id}`))
     }
-    const replayer = new Replayer(trace, allocator.core.inner)
+    const m = metered!
+    const counters = allocator.core.inner
+    const probe: TimelineProbe = {
+      read: () => {
+        const windowPeakReserved = m.windowPeak
+        m.resetWindow()
+        return { calls: m.total, micros: m.micros, stitches: counters.counters().stitches, reserved: m.reserved, windowPeakReserved }
+      }
+    }
+    const replayer = new Replayer(trace, allocator.core.inner, probe)
     const ns = trace.streams > 1 ? yield* driveStreams(trace, replayer, tick) : yield* driveSingle(replayer, tick)
+    if (replayed !== undefined) replayed()
     return { outcome: replayer.outcome(), ns, counters: allocator.core.counters(), info: driver.info }
   }).pipe(Effect.provide(Layer.provideMerge(allocatorLayer, device)))
   return Effect.map(session, ({ outcome, ns, counters, info }) => {
@@ -195,7 +210,8 @@ export const replayWith = <E>(
       leakedHandles: leaked,
       pytorchPeakReserved: anchor?.peakReserved ?? null,
       firstOom: outcome.firstOom?.message ?? null,
-      crossStream: crossStream
+      crossStream: crossStream,
+      timeline: outcome.timeline
     }
   })
 }
@@ -209,6 +225,12 @@ export interface CudaReplayReport extends ReplayReport {
   readonly devicePeakUsed: number
   /** Wall time of the whole replay, session set-up and teardown included, milliseconds. */
   readonly wallMs: number
+  /**
+   * Driver time measured around every driver call of the replay itself (the session's teardown
+   * excluded, as it is from `driverMicros`), microseconds, in all and by kind.
+   */
+  readonly measuredDriverMicros: number
+  readonly measuredByKind: DriverTimes["micros"]
 }
 
 /**
@@ -293,14 +315,18 @@ export const replayCuda = (
     for (const policy of policies) {
       const t0 = process.hrtime.bigint()
       const before = yield* driverCall(() => session.port.memGetInfo().free)
-      const sampler = peakSampler(session.backend)
+      const timer = timedBackend(session.backend)
+      const sampler = peakSampler(timer.backend)
       let failures = 0
+      let measured: DriverTimes | undefined
       const report = yield* replayWith(
         trace,
         policy,
         layerOver(sampler.backend, session.info, (f) => (failures = f.length)),
         options.policy ?? {},
-        () => ({ leaked: failures, faults: 0 })
+        () => ({ leaked: failures, faults: 0 }),
+        undefined,
+        () => (measured = timer.times())
       )
       const after = yield* driverCall(() => session.port.memGetInfo().free)
       const minFree = sampler.minFree()
@@ -309,7 +335,9 @@ export const replayCuda = (
         deviceFreeBefore: before,
         deviceFreeAfter: after,
         devicePeakUsed: Number.isFinite(minFree) ? before - minFree : 0,
-        wallMs: Number(process.hrtime.bigint() - t0) / 1e6
+        wallMs: Number(process.hrtime.bigint() - t0) / 1e6,
+        measuredDriverMicros: Math.round(measured?.total ?? 0),
+        measuredByKind: measured?.micros ?? timer.times().micros
       })
     }
     return reports
