@@ -8,7 +8,7 @@
  */
 import { Effect } from "effect"
 import type { DriverCallKind } from "../domain/DriverPort.ts"
-import { StitchingAllocator } from "../domain/policies/gmlake/Stitching.ts"
+import { StitchingAllocator } from "../domain/policies/gmlake/StitchingAllocator.ts"
 import { type Address, type ChunkHandle, formatBytes } from "../domain/Units.ts"
 import { Driver, driverCall } from "../services/Driver.ts"
 import { Vmm } from "../services/Vmm.ts"

@@ -9,7 +9,7 @@ import type { DriverPort } from "../DriverPort.ts"
 import type { StreamPort } from "../StreamPort.ts"
 import { CachingAllocator } from "./pytorch/Caching.ts"
 import { ExpandableAllocator } from "./pytorch/Expandable.ts"
-import { StitchingAllocator } from "./gmlake/Stitching.ts"
+import { StitchingAllocator } from "./gmlake/StitchingAllocator.ts"
 import type { StitchingConfig } from "./gmlake/StitchingConfig.ts"
 
 /** Per-policy configuration; absent means the policy's defaults. @category models */

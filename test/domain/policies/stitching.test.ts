@@ -10,7 +10,7 @@ import * as fc from "fast-check"
 import { readFileSync } from "node:fs"
 import type { DriverPort } from "../../../src/domain/DriverPort.ts"
 import { DriverError, InvalidBlockError, InvalidRequestError, OutOfMemoryError } from "../../../src/domain/Errors.ts"
-import { StitchingAllocator } from "../../../src/domain/policies/gmlake/Stitching.ts"
+import { StitchingAllocator } from "../../../src/domain/policies/gmlake/StitchingAllocator.ts"
 import {
   decodeStitchingConfig,
   defaultStitchingConfig,

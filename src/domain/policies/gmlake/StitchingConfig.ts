@@ -1,11 +1,11 @@
 /**
- * The tunables of the stitching allocator (`Stitching.ts`), as one validated value.
+ * The tunables of the stitching allocator (`StitchingAllocator.ts`), as one validated value.
  *
  * Note [One set of defaults]
  * --------------------------
  * The defaults are the same for every workload and every device; each has a reason that does not
  * depend on the four traces in `traces/`, which were used to measure, not to fit (the figures
- * below are what turning each off cost on them; the notes named are in `Stitching.ts`):
+ * below are what turning each off cost on them; the notes named are in the modules of this folder):
  *
  * - `splitBytes` 512: PyTorch's `kMinBlockSize`. Frameworks align tensors to 512 B or less, and
  *   a finer unit would only add free-list entries too small to serve anything.

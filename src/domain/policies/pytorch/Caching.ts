@@ -40,12 +40,9 @@
  * PyTorch made them. Block ties use these modelled addresses; `address(block)` uses the port's
  * real one.
  *
- * Note [Block handles]
- * --------------------
- * Blocks live in a table of parallel typed arrays indexed by slot; slots are reused once a block
- * is merged away. The `BlockId` handed out is the slot plus a generation counter bumped every
- * time the slot is handed out, so a stale id (a double free, a free of a block whose slot now
- * holds another allocation) is recognised and refused instead of freeing someone else's block.
+ * Blocks live in a table of parallel typed arrays indexed by slot, over the slot table shared
+ * with the stitching policy (Note [Block handles] in `SlotTable.ts`); slots are reused once a
+ * block is merged away.
  *
  * Note [Deferred frees]
  * ---------------------
@@ -62,6 +59,7 @@ import { zeroCounters } from "../../Allocator.ts"
 import { BestFit } from "./BestFit.ts"
 import type { DriverPort } from "../../DriverPort.ts"
 import { DriverError, InvalidBlockError, InvalidRequestError, OutOfMemoryError } from "../../Errors.ts"
+import { grownF64, grownI32, SlotTable } from "../../SlotTable.ts"
 import { type Address, type BlockId, MiB } from "../../Units.ts"
 
 // --- PyTorch's constants -------------------------------------------------------------------------
@@ -218,16 +216,13 @@ export const BlockState = {
   dead: 4
 } as const
 
-const SLOT_LIMIT = 2 ** 24
-const GEN_MASK = 2 ** 29 - 1
-
 /**
- * Blocks as parallel arrays indexed by slot (STYLE.md point 7; Note [Block handles]). `addr` is
- * the modelled address (Note [Modelled device addresses]), `prev`/`next` link the blocks of one
- * segment in address order (-1 at the ends).
+ * Blocks as parallel arrays indexed by slot (ids through maps, not object graphs), over the shared slot table
+ * (Note [Block handles] in `SlotTable.ts`). `addr` is the modelled address (Note [Modelled device
+ * addresses]), `prev`/`next` link the blocks of one segment in address order (-1 at the ends).
  * @category internals
  */
-export class BlockTable {
+export class BlockTable extends SlotTable {
   size = new Float64Array(256)
   addr = new Float64Array(256)
   requested = new Float64Array(256)
@@ -236,74 +231,32 @@ export class BlockTable {
   prev = new Int32Array(256)
   next = new Int32Array(256)
   seg = new Int32Array(256)
-  gen = new Int32Array(256)
-  state = new Uint8Array(256).fill(BlockState.dead)
-  private used = 0
-  /** Dead slots, reused first. */
-  private readonly spare: Array<number> = []
+
+  constructor() {
+    super(BlockState.dead, 256)
+  }
 
   /** A new block; returns its slot. */
   make(size: number, addr: number, seg: number, prev: number, next: number, state: number): number {
-    let s: number
-    if (this.spare.length > 0) s = this.spare.pop()!
-    else {
-      if (this.used === this.size.length) this.grow()
-      s = this.used++
-    }
+    const s = this.take(state)
     this.size[s] = size
     this.addr[s] = addr
     this.seg[s] = seg
     this.prev[s] = prev
     this.next[s] = next
-    this.state[s] = state
     this.requested[s] = 0
     return s
   }
 
-  drop(s: number): void {
-    this.state[s] = BlockState.dead
-    this.spare.push(s)
-  }
-
-  /** The id of a block being handed out: a fresh generation of its slot. */
-  mint(s: number): BlockId {
-    const g = (this.gen[s]! + 1) & GEN_MASK
-    this.gen[s] = g
-    return (g * SLOT_LIMIT + s) as BlockId
-  }
-
-  /** The slot an id names, if it is in `state` and of the current generation; else -1. */
-  slotOf(id: number, state: number): number {
-    if (!(Number.isSafeInteger(id) && id >= 0)) return -1
-    const s = id % SLOT_LIMIT
-    if (s >= this.used || this.state[s] !== state || this.gen[s] !== (id - s) / SLOT_LIMIT) return -1
-    return s
-  }
-
-  private grow(): void {
-    const n = this.size.length * 2
-    if (n > SLOT_LIMIT) throw new RangeError(`more than ${SLOT_LIMIT} blocks`)
-    const f64 = (a: Float64Array) => {
-      const b = new Float64Array(n)
-      b.set(a)
-      return b
-    }
-    const i32 = (a: Int32Array) => {
-      const b = new Int32Array(n)
-      b.set(a)
-      return b
-    }
-    this.size = f64(this.size)
-    this.addr = f64(this.addr)
-    this.requested = f64(this.requested)
-    this.stamp = f64(this.stamp)
-    this.prev = i32(this.prev)
-    this.next = i32(this.next)
-    this.seg = i32(this.seg)
-    this.gen = i32(this.gen)
-    const st = new Uint8Array(n).fill(BlockState.dead)
-    st.set(this.state)
-    this.state = st
+  protected override resize(n: number): void {
+    super.resize(n)
+    this.size = grownF64(this.size, n)
+    this.addr = grownF64(this.addr, n)
+    this.requested = grownF64(this.requested, n)
+    this.stamp = grownF64(this.stamp, n)
+    this.prev = grownI32(this.prev, n)
+    this.next = grownI32(this.next, n)
+    this.seg = grownI32(this.seg, n)
   }
 }
 

@@ -1,0 +1,448 @@
+/**
+ * The primary segments of the stitching allocator and the blocks that tile them: a caching
+ * allocator's block table over the chunks of `Pool.ts`, with the per-stream free indexes, the
+ * chunk map, and growth.
+ *
+ * Note [Block table]
+ * ------------------
+ * Blocks, chunks, segments, views and grants are numeric ids into parallel arrays, never object
+ * graphs: an id is cheap to store, to compare and to check, and the integrity check can walk every
+ * table. Blocks of a segment form a doubly linked list in address order (`bPrev`, `bNext`); ids
+ * of dead blocks are reused. A grant is what a `BlockId` names: a primary block, or a view and
+ * the list of primary spans it holds; its id carries a generation (Note [Block handles] in
+ * `SlotTable.ts`).
+ *
+ * Note [Chunk map]
+ * ----------------
+ * Every chunk boundary is a multiple of the granule from its segment's base, so each segment
+ * keeps one entry per granule of its mapped part: the chunk there, or -1 in a hole left by a
+ * released chunk. Finding the chunk under an address is one division and one load, which the hot
+ * path does a few times per operation (a binary search over thousands of chunks took a third of
+ * the replay time). Walks over the chunks of a run follow `cNext` instead.
+ *
+ * Note [Whole chunks]
+ * -------------------
+ * A chunk is wholly free when one free block covers it (`cFree`). The whole chunks of a free
+ * block are a contiguous run; each free block keeps their bytes (`bRun`) and the stream their sum
+ * (`runBytes`): what a stitch could gather. Only two operations change which chunks are wholly
+ * free: taking a part of a free block (the chunks of its run that the part overlaps become busy)
+ * and freeing a block (the chunks of the merged block's run that it overlaps become free); both
+ * walk just those chunks, and a block smaller than a granule, or cut from a block without whole
+ * chunks, needs no lookup at all.
+ *
+ * @since 0.1.0
+ */
+import type { DriverPort } from "../../DriverPort.ts"
+import { executeMap } from "../../vmm/Plan.ts"
+import { BestFit } from "../pytorch/BestFit.ts"
+import type { ChunkPool } from "./Pool.ts"
+
+/** Block states. @category models */
+export const FREE = 0
+/** @category models */
+export const USED = 1
+/** @category models */
+export const DEAD = 2
+
+/**
+ * One stream's pools.
+ * @category models
+ */
+export class StreamPool {
+  /** Free blocks by (size, address). */
+  readonly free = new BestFit()
+  /** Cached views, by (size, base). */
+  readonly views = new BestFit(16)
+  /** Bytes of the whole chunks of the free blocks (Note [Whole chunks]). */
+  runBytes = 0
+  /** Bytes of the free blocks. */
+  freeBytes = 0
+  /** The segment that grows (Note [Growth]), or -1. */
+  segment = -1
+}
+
+/**
+ * Segments and their blocks. Fields are shared with the other parts of the allocator.
+ * @category models
+ */
+export class Segments {
+  readonly pools: Array<StreamPool | undefined> = []
+
+  // segments
+  readonly segBase: Array<number> = []
+  readonly segVa: Array<number> = []
+  /** End of the mapped part (the growing end). */
+  readonly segEnd: Array<number> = []
+  readonly segStream: Array<number> = []
+  /** Last block in address order, or -1. */
+  readonly segLast: Array<number> = []
+  /** Granule index -> chunk id, -1 in holes (Note [Chunk map]). */
+  readonly segMap: Array<Int32Array> = []
+  readonly segChunks: Array<number> = []
+  readonly segFreeIds: Array<number> = []
+
+  // blocks: spans of primary segments (Note [Block table])
+  readonly bSeg: Array<number> = []
+  readonly bStart: Array<number> = []
+  readonly bSize: Array<number> = []
+  readonly bState: Array<number> = []
+  readonly bPrev: Array<number> = []
+  readonly bNext: Array<number> = []
+  /** Whole-chunk bytes of a free block, as counted in its pool's `runBytes`. */
+  readonly bRun: Array<number> = []
+  private readonly blockFreeIds: Array<number> = []
+
+  // the chunks' arrays (never replaced; see `Pool.ts`)
+  private readonly cStart: Array<number>
+  private readonly cSize: Array<number>
+  private readonly cNext: Array<number>
+  private readonly cFree: Array<number>
+  private readonly cBlk: Array<number>
+
+  // results of `runOf`
+  rs = 0
+  re = 0
+  /** The free block right of the last carve, or -1: where the next span of a claim usually is. */
+  lastRight = -1
+
+  readonly chunks: ChunkPool
+  /** The VMM granularity. */
+  readonly granule: number
+  /** Blocks' alignment: chunk boundaries are multiples of it. */
+  readonly unit: number
+
+  constructor(chunks: ChunkPool, granule: number, unit: number) {
+    this.chunks = chunks
+    this.granule = granule
+    this.unit = unit
+    this.cStart = chunks.cStart
+    this.cSize = chunks.cSize
+    this.cNext = chunks.cNext
+    this.cFree = chunks.cFree
+    this.cBlk = chunks.cBlk
+  }
+
+  /** The pools of `stream`, created on first use. */
+  pool(stream: number): StreamPool {
+    let pool = this.pools[stream]
+    if (pool === undefined) {
+      pool = new StreamPool()
+      this.pools[stream] = pool
+    }
+    return pool
+  }
+
+  // --- the chunk map -----------------------------------------------------------------------------
+
+  /** The chunk under `addr`, a mapped address of segment `seg` (Note [Chunk map]). */
+  chunkAt(seg: number, addr: number): number {
+    return this.segMap[seg]![Math.floor((addr - this.segBase[seg]!) / this.granule)]!
+  }
+
+  /** Whole chunks of segment `seg` inside [a, b), a span of blocks: [rs, re); returns their bytes. */
+  runOf(seg: number, a: number, b: number): number {
+    let c = this.chunkAt(seg, a)
+    const rs = this.cStart[c] === a ? a : this.cStart[c]! + this.cSize[c]!
+    c = this.chunkAt(seg, b - 1)
+    const ce = this.cStart[c]! + this.cSize[c]!
+    const re = ce === b ? b : this.cStart[c]!
+    this.rs = rs
+    this.re = re
+    return re > rs ? re - rs : 0
+  }
+
+  // --- blocks ------------------------------------------------------------------------------------
+
+  insertFree(b: number, run: number): void {
+    const pool = this.pools[this.segStream[this.bSeg[b]!]!]!
+    const size = this.bSize[b]!
+    this.bRun[b] = run
+    pool.free.insert(b, size, this.bStart[b]!)
+    pool.freeBytes += size
+    pool.runBytes += run
+  }
+
+  insertFreeRun(b: number): void {
+    const a = this.bStart[b]!
+    this.insertFree(b, this.runOf(this.bSeg[b]!, a, a + this.bSize[b]!))
+  }
+
+  removeFree(b: number): void {
+    const pool = this.pools[this.segStream[this.bSeg[b]!]!]!
+    const size = this.bSize[b]!
+    pool.free.remove(b, size, this.bStart[b]!)
+    pool.freeBytes -= size
+    pool.runBytes -= this.bRun[b]!
+  }
+
+  /** A new block linked after `after` (or as the only block of an empty segment). */
+  newBlock(seg: number, start: number, size: number, state: number, after: number): number {
+    const next = after >= 0 ? this.bNext[after]! : -1
+    let id: number
+    if (this.blockFreeIds.length > 0) {
+      id = this.blockFreeIds.pop()!
+      this.bSeg[id] = seg
+      this.bStart[id] = start
+      this.bSize[id] = size
+      this.bState[id] = state
+      this.bPrev[id] = after
+      this.bNext[id] = next
+      this.bRun[id] = 0
+    } else {
+      id = this.bSeg.length
+      this.bSeg.push(seg)
+      this.bStart.push(start)
+      this.bSize.push(size)
+      this.bState.push(state)
+      this.bPrev.push(after)
+      this.bNext.push(next)
+      this.bRun.push(0)
+    }
+    if (after >= 0) this.bNext[after] = id
+    if (next >= 0) this.bPrev[next] = id
+    else this.segLast[seg] = id
+    return id
+  }
+
+  unlinkBlock(id: number): void {
+    const p = this.bPrev[id]!
+    const n = this.bNext[id]!
+    if (p >= 0) this.bNext[p] = n
+    if (n >= 0) this.bPrev[n] = p
+    else this.segLast[this.bSeg[id]!] = p
+    this.bState[id] = DEAD
+    this.blockFreeIds.push(id)
+  }
+
+  /** Takes [p, q) out of free block `x` (Note [Whole chunks]); returns the used block. */
+  carve(x: number, p: number, q: number): number {
+    const seg = this.bSeg[x]!
+    const a = this.bStart[x]!
+    const b = a + this.bSize[x]!
+    this.removeFree(x)
+    // The pieces left free hold whole chunks only if `x` did, and only of its run.
+    let leftRun = 0
+    let rightRun = 0
+    if (this.bRun[x]! > 0) {
+      this.runOf(seg, a, b)
+      const rs = this.rs
+      const re = this.re
+      if (p >= re) leftRun = re - rs
+      else if (p > rs) leftRun = this.cStart[this.chunkAt(seg, p)]! - rs
+      if (q <= rs) rightRun = re - rs
+      else if (q < re) {
+        const c = this.chunkAt(seg, q)
+        const from = this.cStart[c] === q ? q : this.cStart[c]! + this.cSize[c]!
+        if (re > from) rightRun = re - from
+      }
+      const end = q < re ? q : re
+      let at = p > rs ? p : rs
+      if (at < end) {
+        let c = this.chunkAt(seg, at)
+        for (;;) {
+          this.cFree[c] = 0
+          at = this.cStart[c]! + this.cSize[c]!
+          if (at >= end) break
+          c = this.cNext[c]!
+        }
+      }
+    }
+    let used: number
+    if (p > a) {
+      this.bSize[x] = p - a
+      this.insertFree(x, leftRun)
+      used = this.newBlock(seg, p, q - p, USED, x)
+    } else {
+      this.bSize[x] = q - p
+      this.bState[x] = USED
+      this.bRun[x] = 0
+      used = x
+    }
+    this.lastRight = -1
+    if (q < b) {
+      const r = this.newBlock(seg, q, b - q, FREE, used)
+      this.insertFree(r, rightRun)
+      this.lastRight = r
+    }
+    return used
+  }
+
+  /** Frees used block `y`, merged with its free neighbours (Note [Whole chunks]); `y` keeps its id. */
+  release(y: number): void {
+    const seg = this.bSeg[y]!
+    const s = this.bStart[y]!
+    const e = s + this.bSize[y]!
+    let a = s
+    let b = e
+    const L = this.bPrev[y]!
+    if (L >= 0 && this.bState[L] === FREE && this.bStart[L]! + this.bSize[L]! === s) {
+      this.removeFree(L)
+      a = this.bStart[L]!
+      this.unlinkBlock(L)
+    }
+    const R = this.bNext[y]!
+    if (R >= 0 && this.bState[R] === FREE && this.bStart[R] === e) {
+      this.removeFree(R)
+      b = e + this.bSize[R]!
+      this.unlinkBlock(R)
+    }
+    this.bStart[y] = a
+    this.bSize[y] = b - a
+    this.bState[y] = FREE
+    // a block smaller than a granule holds no whole chunk
+    const run = b - a < this.granule ? 0 : this.runOf(seg, a, b)
+    if (run > 0) {
+      const end = e < this.re ? e : this.re
+      let at = s > this.rs ? s : this.rs
+      if (at < end) {
+        let c = this.chunkAt(seg, at)
+        for (;;) {
+          this.cFree[c] = 1
+          this.cBlk[c] = y
+          at = this.cStart[c]! + this.cSize[c]!
+          if (at >= end) break
+          c = this.cNext[c]!
+        }
+      }
+    }
+    this.insertFree(y, run)
+  }
+
+  private isFreeOver(x: number, seg: number, p: number, q: number): boolean {
+    return x >= 0 && this.bState[x] === FREE && this.bSeg[x] === seg && this.bStart[x]! <= p &&
+      this.bStart[x]! + this.bSize[x]! >= q
+  }
+
+  /** The free block holding [p, q) of segment `seg` (which lies in chunk `c`), or -1. */
+  freeBlockOver(c: number, seg: number, p: number, q: number): number {
+    let x = this.cBlk[c]!
+    if (this.isFreeOver(x, seg, p, q)) return x
+    x = this.lastRight
+    if (this.isFreeOver(x, seg, p, q)) return x
+    const free = this.pools[this.segStream[seg]!]!.free
+    for (let i = free.findIndex(q - p); i >= 0 && i < free.length; i++) {
+      x = free.idAt(i)
+      if (this.isFreeOver(x, seg, p, q)) {
+        this.cBlk[c] = x
+        return x
+      }
+    }
+    return -1
+  }
+
+  // --- segments ----------------------------------------------------------------------------------
+
+  private newSegment(base: number, va: number, stream: number): number {
+    let seg: number
+    if (this.segFreeIds.length > 0) {
+      seg = this.segFreeIds.pop()!
+      this.segBase[seg] = base
+      this.segVa[seg] = va
+      this.segEnd[seg] = base
+      this.segStream[seg] = stream
+      this.segLast[seg] = -1
+      this.segMap[seg] = new Int32Array(0)
+      this.segChunks[seg] = 0
+    } else {
+      seg = this.segBase.length
+      this.segBase.push(base)
+      this.segVa.push(va)
+      this.segEnd.push(base)
+      this.segStream.push(stream)
+      this.segLast.push(-1)
+      this.segMap.push(new Int32Array(0))
+      this.segChunks.push(0)
+    }
+    return seg
+  }
+
+  /** Forgets segment `seg`, whose range has gone back to the driver; its id is reused. */
+  killSegment(seg: number): void {
+    const pool = this.pools[this.segStream[seg]!]!
+    if (pool.segment === seg) pool.segment = -1
+    this.segVa[seg] = 0
+    this.segLast[seg] = -1
+    this.segMap[seg] = new Int32Array(0)
+    this.segFreeIds.push(seg)
+  }
+
+  /**
+   * Note [Growth]
+   * -------------
+   * Each stream has one growable segment: a virtual range of `segmentBytes` (the device's
+   * capacity by default), mapped from its base up, as PyTorch's expandable segments. New memory
+   * is mapped at its end, so it extends the free block that ends there (the tail of the last
+   * tensor's chunk included): a request that only needs more memory takes that block and the new
+   * chunks as one ordinary block, with no stitch. Only when the range is full does the stream
+   * start another. The new chunks are one set-access (one call over the new extent).
+   *
+   * Note [Chunk sizes]
+   * ------------------
+   * `cover` is how much of the new memory the request that made it will cover. The new memory is
+   * cut into chunks of `maxChunkBytes` at most, about `cover / chunkDivisor` each (a power of two
+   * of granules), then one granule for the part the request covers only in part (`tailChunk`):
+   * when the request is freed its chunks are wholly free, however the granule it shares with the
+   * next tensor is used. Few chunks keep the driver bill low (one `cuMemCreate` and one map each,
+   * and `cuMemCreate` costs about the same from 2 MiB to 512 MiB); small ones strand fewer bytes
+   * next to live neighbours. The divisor makes the compromise scale with the workload's tensors.
+   *
+   * The driver steps are one map plan (Note [Map plans] in `vmm/Plan.ts`), so a failure leaves
+   * the device as it was and this state untouched (Note [Driver failures] in `Pressure.ts`).
+   */
+  grow(port: DriverPort, shape: GrowthShape, pool: StreamPool, stream: number, bytes: number, cover: number): void {
+    const g = this.granule
+    let seg = pool.segment
+    const fresh = seg < 0 || this.segEnd[seg]! + bytes > this.segBase[seg]! + this.segVa[seg]!
+    const va = fresh ? Math.max(shape.segmentVa, bytes) : 0
+    const sizes: Array<number> = []
+    let body = shape.tailChunk ? Math.min(bytes, Math.max(0, Math.floor(cover / g) * g)) : bytes
+    const tail = bytes - body
+    let piece = g
+    while (piece * 2 <= shape.maxChunk && piece * 2 * shape.divisor <= body) piece *= 2
+    while (body > 0) {
+      const s = Math.min(body, piece)
+      sizes.push(s)
+      body -= s
+    }
+    if (tail > 0) sizes.push(tail)
+    const handles: Array<number> = []
+    const at: number = executeMap(port, { reserve: va, at: fresh ? 0 : this.segEnd[seg]!, sizes, handles, create: true })
+    if (fresh) seg = this.newSegment(at, va, stream)
+    pool.segment = seg
+    const base = this.segBase[seg]!
+    let map = this.segMap[seg]!
+    const need = (at + bytes - base) / g
+    if (need > map.length) {
+      let cap = Math.max(64, map.length)
+      while (cap < need) cap *= 2
+      const grown = new Int32Array(cap).fill(-1)
+      grown.set(map)
+      this.segMap[seg] = map = grown
+    }
+    let off = at
+    let prev = at > base ? map[(at - base) / g - 1]! : -1
+    for (let i = 0; i < sizes.length; i++) {
+      const c = this.chunks.add(handles[i]!, seg, off, sizes[i]!)
+      map.fill(c, (off - base) / g, (off + sizes[i]! - base) / g)
+      if (prev >= 0) this.cNext[prev] = c
+      prev = c
+      off += sizes[i]!
+    }
+    this.segChunks[seg] = this.segChunks[seg]! + sizes.length
+    this.segEnd[seg] = at + bytes
+    // the new memory joins the free block at the end
+    this.release(this.newBlock(seg, at, bytes, USED, this.segLast[seg]!))
+  }
+}
+
+/**
+ * How new memory is cut (Note [Growth], Note [Chunk sizes]), from the settings.
+ * @category models
+ */
+export interface GrowthShape {
+  /** Virtual size of a new segment. */
+  readonly segmentVa: number
+  readonly maxChunk: number
+  readonly divisor: number
+  readonly tailChunk: boolean
+}
