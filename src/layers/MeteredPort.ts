@@ -40,6 +40,8 @@ export class MeteredPort implements DriverPort {
   total = 0
   /** Estimated driver time on the GPU (Note [Driver-time model]), microseconds. */
   micros = 0
+  /** The same, by kind. */
+  readonly microsByKind: CallCounts = zeroCallCounts()
   /** Physical bytes held now (chunks created and not released, plus classic allocations). */
   reserved = 0
   peakReserved = 0
@@ -102,7 +104,9 @@ export class MeteredPort implements DriverPort {
     this.calls.memCreate++
     this.total++
     const h = this.inner.memCreate(bytes)
-    this.micros += this.latency.micros("memCreate", bytes)
+    const us = this.latency.micros("memCreate", bytes)
+    this.micros += us
+    this.microsByKind.memCreate += us
     this.chunkBytes.set(h, bytes)
     this.grow(bytes)
     return h
@@ -113,7 +117,9 @@ export class MeteredPort implements DriverPort {
     this.inner.memRelease(handle)
     const bytes = this.chunkBytes.get(handle) ?? 0
     this.chunkBytes.delete(handle)
-    this.micros += this.latency.micros("memRelease", bytes)
+    const us = this.latency.micros("memRelease", bytes)
+    this.micros += us
+    this.microsByKind.memRelease += us
     // Counted as given back at release: the allocator has let go of it, even if a mapping it
     // forgot still pins it (the ledger, not this meter, catches that).
     this.reserved -= bytes
@@ -122,39 +128,51 @@ export class MeteredPort implements DriverPort {
     this.calls.addressReserve++
     this.total++
     const va = this.inner.addressReserve(bytes)
-    this.micros += this.latency.micros("addressReserve", bytes)
+    const us = this.latency.micros("addressReserve", bytes)
+    this.micros += us
+    this.microsByKind.addressReserve += us
     return va
   }
   addressFree(va: Address, bytes: number): void {
     this.calls.addressFree++
     this.total++
     this.inner.addressFree(va, bytes)
-    this.micros += this.latency.micros("addressFree", bytes)
+    const us = this.latency.micros("addressFree", bytes)
+    this.micros += us
+    this.microsByKind.addressFree += us
   }
   memMap(va: Address, bytes: number, handle: ChunkHandle): void {
     this.calls.memMap++
     this.total++
     this.inner.memMap(va, bytes, handle)
-    this.micros += this.latency.micros("memMap", bytes)
+    const us = this.latency.micros("memMap", bytes)
+    this.micros += us
+    this.microsByKind.memMap += us
     this.mapBytes.set(va / this.granularity, bytes)
   }
   memUnmap(va: Address, bytes: number): void {
     this.calls.memUnmap++
     this.total++
     this.inner.memUnmap(va, bytes)
-    this.micros += this.rangeMicros("memUnmap", va, bytes, true)
+    const us = this.rangeMicros("memUnmap", va, bytes, true)
+    this.micros += us
+    this.microsByKind.memUnmap += us
   }
   setAccess(va: Address, bytes: number): void {
     this.calls.setAccess++
     this.total++
     this.inner.setAccess(va, bytes)
-    this.micros += this.rangeMicros("setAccess", va, bytes, false)
+    const us = this.rangeMicros("setAccess", va, bytes, false)
+    this.micros += us
+    this.microsByKind.setAccess += us
   }
   memAlloc(bytes: number): Address {
     this.calls.memAlloc++
     this.total++
     const va = this.inner.memAlloc(bytes)
-    this.micros += this.latency.micros("memAlloc", bytes)
+    const us = this.latency.micros("memAlloc", bytes)
+    this.micros += us
+    this.microsByKind.memAlloc += us
     this.allocBytes.set(va, bytes)
     this.grow(bytes)
     return va
@@ -165,7 +183,9 @@ export class MeteredPort implements DriverPort {
     this.inner.memFree(va)
     const bytes = this.allocBytes.get(va) ?? 0
     this.allocBytes.delete(va)
-    this.micros += this.latency.micros("memFree", bytes)
+    const us = this.latency.micros("memFree", bytes)
+    this.micros += us
+    this.microsByKind.memFree += us
     this.reserved -= bytes
   }
   memGetInfo(): { readonly free: number; readonly total: number } {

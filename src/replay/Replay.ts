@@ -107,7 +107,7 @@ export class Replayer {
       reserved: p.reserved,
       peakReserved: p.windowPeakReserved,
       driverCalls: p.calls - this.last.calls,
-      driverMicros: p.micros - this.last.micros,
+      driverMicros: Math.round((p.micros - this.last.micros) * 10) / 10,
       stitches: p.stitches - this.last.stitches,
       ooms: this.ooms - this.last.ooms
     })

@@ -37,6 +37,8 @@ export interface ReplayReport {
   readonly driverCallsTotal: number
   /** Modelled driver time of the plan on the GPU (Note [Driver-time model]), microseconds. */
   readonly driverMicros: number
+  /** The same by call kind, microseconds. */
+  readonly driverMicrosByKind: CallCounts
   readonly ooms: number
   readonly failedAllocs: number
   readonly driverFaults: number
@@ -54,6 +56,12 @@ export interface ReplayReport {
   readonly crossStream: boolean
   /** Driver calls, modelled driver time, reserved bytes and stitches per 5% of the trace. */
   readonly timeline: Timeline
+}
+
+const roundAll = (c: CallCounts): CallCounts => {
+  const out = { ...c }
+  for (const k in out) out[k as keyof CallCounts] = Math.round(out[k as keyof CallCounts])
+  return out
 }
 
 /** Events replayed between two yields (so that an interrupt can stop a long replay). */
@@ -199,6 +207,7 @@ export const replayWith = <E>(
       driverCalls: { ...m.calls },
       driverCallsTotal: m.totalCalls(),
       driverMicros: Math.round(m.micros),
+      driverMicrosByKind: roundAll(m.microsByKind),
       ooms: outcome.ooms,
       failedAllocs: outcome.failedAllocs,
       driverFaults: faults,
@@ -337,7 +346,7 @@ export const replayCuda = (
         devicePeakUsed: Number.isFinite(minFree) ? before - minFree : 0,
         wallMs: Number(process.hrtime.bigint() - t0) / 1e6,
         measuredDriverMicros: Math.round(measured?.total ?? 0),
-        measuredByKind: measured?.micros ?? timer.times().micros
+        measuredByKind: roundAll(measured?.micros ?? timer.times().micros)
       })
     }
     return reports

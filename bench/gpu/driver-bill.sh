@@ -1,0 +1,31 @@
+#!/bin/bash
+# The driver bill on the GPU (issue "the driver bill"), in one call of under three minutes:
+# the calibration sweep of the driver-time model, then every bundled trace replayed with gmlake
+# and expandable on the device (twice each: the second run is the warm one), with wall time,
+# driver time measured around every call and the model's driverMicros; a summary table.
+# From the project root, here:
+#   npm run bundle && bash ../shared/gpu/pack.sh dist/gmlake.mjs dist/calibrate.mjs
+#   device run, carry [".gpu"]:  bash .gpu/run.sh bash bench/gpu/driver-bill.sh "$OUT"
+# Writes under $1: bill.log, calibration.jsonl, replay-cuda.jsonl, summary.md.
+set -u
+out=${1:?output folder}
+mkdir -p "$out"
+exec > >(tee "$out/bill.log") 2>&1
+echo "# $(date -u +%FT%TZ) $(uname -n) $(git rev-parse --short HEAD 2>/dev/null)"
+nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv
+echo "## calibration"
+SECONDS=0
+timeout 120 node .gpu/calibrate.mjs "$out/calibration.jsonl"; echo "exit $? after ${SECONDS}s"
+tail -1 "$out/calibration.jsonl"
+echo "## replays (gmlake, expandable; two runs each)"
+: > "$out/replay-cuda.jsonl"
+for t in traces/*.json.gz; do
+  SECONDS=0
+  timeout 100 node .gpu/gmlake.mjs replay "$t" --policy gmlake,expandable --repeat 2 --device cuda --json >> "$out/replay-cuda.jsonl"
+  echo "$t: exit $? after ${SECONDS}s"
+done
+echo "## summary"
+node bench/gpu/bill-summary.ts "$out/replay-cuda.jsonl" | tee "$out/summary.md"
+echo "## free device memory after everything, from a fresh process"
+node .gpu/gmlake.mjs selftest --device cuda --json | head -c 300; echo
+echo "## done"
