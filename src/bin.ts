@@ -1,36 +1,44 @@
+#!/usr/bin/env node
 /**
- * The `gmlake` executable. Known failures become one line on stderr and an exit code (2 for
- * usage, 1 otherwise); SIGINT interrupts the program, so every finalizer runs (device memory is
- * given back) before the process exits with 130.
+ * The `gmlake` executable: `run` (src/cli/Main.ts) on the process's arguments, its exit code as
+ * the process's, and signals.
+ *
+ * Note [Signals]
+ * --------------
+ * SIGINT (Ctrl-C) and SIGTERM interrupt the running command: every scope closes and every
+ * finalizer runs, so all device memory is given back, and only then does the process print
+ * `gmlake: interrupted; everything was released` and exit with 130 (SIGINT) or 143 (SIGTERM),
+ * the shell's 128 + signal number. A second signal while finalizers run exits at once with the
+ * same code (the driver reclaims a dead process's memory; the user asked twice). The installed
+ * `bin` is this file bundled, run by node itself, so signals reach this process and not an npm
+ * wrapper.
  *
  * @since 0.1.0
  */
-import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
-import { Cause, Effect } from "effect"
-import { UsageError } from "./cli/Args.ts"
-import { main } from "./cli/Main.ts"
+import { Effect, Exit, Fiber } from "effect"
+import { ExitCode } from "./cli/Errors.ts"
+import { run } from "./cli/Main.ts"
 
-const program = Effect.suspend(() => main(process.argv.slice(2))).pipe(
-  Effect.catchCause((cause) => {
-    if (Cause.hasInterruptsOnly(cause)) {
-      return Effect.sync(() => {
-        process.stderr.write("gmlake: interrupted; everything was released\n")
-        process.exitCode = 130
-      })
-    }
-    const failure = cause.reasons.find((r) => r._tag === "Fail" || r._tag === "Die")
-    const error = failure === undefined ? undefined : failure._tag === "Fail" ? failure.error : failure.defect
-    const known = error instanceof UsageError || (typeof error === "object" && error !== null && "_tag" in error)
-    return Effect.sync(() => {
-      if (known && error instanceof Error) {
-        process.stderr.write(`gmlake: ${error.message}\n`)
-        process.exitCode = error instanceof UsageError ? 2 : 1
-      } else {
-        process.stderr.write(`gmlake: internal error (a bug; please report it):\n${Cause.pretty(cause)}\n`)
-        process.exitCode = 70
-      }
-    })
-  })
-)
+const fiber = Effect.runFork(run(process.argv.slice(2)))
+let signalled: ExitCode | undefined
 
-NodeRuntime.runMain(program, { disableErrorReporting: true })
+const onSignal = (code: ExitCode) => () => {
+  if (signalled !== undefined) process.exit(signalled)
+  signalled = code
+  Effect.runFork(Fiber.interrupt(fiber))
+}
+const onInt = onSignal(ExitCode.Interrupted)
+const onTerm = onSignal(ExitCode.Terminated)
+process.on("SIGINT", onInt)
+process.on("SIGTERM", onTerm)
+
+fiber.addObserver((exit) => {
+  process.removeListener("SIGINT", onInt)
+  process.removeListener("SIGTERM", onTerm)
+  if (Exit.isSuccess(exit)) {
+    process.exitCode = exit.value
+  } else {
+    process.stderr.write("gmlake: interrupted; everything was released\n")
+    process.exitCode = signalled ?? ExitCode.Interrupted
+  }
+})

@@ -38,8 +38,10 @@ export interface ReplayOutcome {
   readonly frees: number
   /** Peak of the live requested bytes. */
   readonly peakRequested: number
-  /** Allocations that failed with out of memory. */
+  /** Allocations that failed with out of memory, the device's own answer (no injected fault during them). */
   readonly ooms: number
+  /** Allocations that failed while a driver fault was injected during them (`faultCount`). */
+  readonly faultedAllocs: number
   /** Allocations that failed for any reason (out of memory, a driver fault). */
   readonly failedAllocs: number
   /** The first out-of-memory error, for the report. */
@@ -69,7 +71,9 @@ export class Replayer {
   private frees = 0
   private ooms = 0
   private failed = 0
+  private faulted = 0
   private firstOom: OutOfMemoryError | undefined
+  private readonly faultCount: (() => number) | undefined
 
   // Note [Timeline sampling]
   // The loop stops at each slice boundary (`nextSample`) and reads the probe there, so the
@@ -82,9 +86,20 @@ export class Replayer {
   private windowPeak = 0
   private last = { calls: 0, micros: 0, stitches: 0, ooms: 0 }
 
-  constructor(trace: Trace, allocator: Allocator, probe?: TimelineProbe, slices: number = defaultSlices) {
+  /**
+   * `faultCount` (optional) reads the device's count of injected faults, so that an allocation
+   * that failed because a fault was injected is told apart from one the device could not hold.
+   */
+  constructor(
+    trace: Trace,
+    allocator: Allocator,
+    probe?: TimelineProbe,
+    slices: number = defaultSlices,
+    faultCount?: () => number
+  ) {
     this.trace = trace
     this.allocator = allocator
+    this.faultCount = faultCount
     this.blocks = new Float64Array(trace.allocs).fill(NONE)
     this.probe = probe
     this.slices = Math.max(1, Math.min(slices, trace.length))
@@ -147,6 +162,7 @@ export class Replayer {
           // A zero-byte request gets no memory (PyTorch returns a null pointer): it counts as an
           // event but never reaches the allocator.
           if (bytes === 0) break
+          const faultsBefore = this.faultCount === undefined ? 0 : this.faultCount()
           try {
             blocks[k] = allocator.malloc(bytes, stream[i]!)
             this.allocations++
@@ -156,12 +172,13 @@ export class Replayer {
               if (this.live > this.peak) this.peak = this.live
             }
           } catch (e) {
-            if (e instanceof OutOfMemoryError) {
+            if (!(e instanceof OutOfMemoryError || e instanceof DriverError)) throw e
+            this.failed++
+            if (this.faultCount !== undefined && this.faultCount() > faultsBefore) this.faulted++
+            else if (e instanceof OutOfMemoryError) {
               this.ooms++
-              this.failed++
               if (this.firstOom === undefined) this.firstOom = e
-            } else if (e instanceof DriverError) this.failed++
-            else throw e
+            }
           }
           break
         }
@@ -196,6 +213,7 @@ export class Replayer {
       frees: this.frees,
       peakRequested: this.peak,
       ooms: this.ooms,
+      faultedAllocs: this.faulted,
       failedAllocs: this.failed,
       firstOom: this.firstOom,
       timeline: this.samples

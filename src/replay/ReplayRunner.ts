@@ -39,7 +39,11 @@ export interface ReplayReport {
   readonly driverMicros: number
   /** The same by call kind, microseconds. */
   readonly driverMicrosByKind: CallCounts
+  /** Allocations that failed because the device could not hold them (no injected fault involved). */
   readonly ooms: number
+  /** Allocations that failed because an injected driver fault hit one of their driver calls. */
+  readonly faultedAllocs: number
+  /** Every failed allocation (out of memory, injected faults, other driver failures). */
   readonly failedAllocs: number
   readonly driverFaults: number
   readonly stitches: number
@@ -141,7 +145,7 @@ export const replaySim = (
     return replayWith(trace, policy, layerSimWith(sim), options.policy ?? {}, () => ({
       leaked: sim.liveHandles(),
       faults: sim.faults
-    }), tick)
+    }), tick, undefined, () => sim.faults)
   })
 
 /**
@@ -156,7 +160,8 @@ export const replayWith = <E>(
   policyOptions: PolicyOptions,
   after: () => { readonly leaked: number; readonly faults: number },
   tick?: (index: number) => void,
-  replayed?: () => void
+  replayed?: () => void,
+  faultCount?: () => number
 ): Effect.Effect<ReplayReport, E | DriverError> => {
   let metered: MeteredPort | undefined
   let crossStream = false
@@ -184,7 +189,7 @@ export const replayWith = <E>(
         return { calls: m.total, micros: m.micros, stitches: counters.counters().stitches, reserved: m.reserved, windowPeakReserved }
       }
     }
-    const replayer = new Replayer(trace, allocator.core.inner, probe)
+    const replayer = new Replayer(trace, allocator.core.inner, probe, undefined, faultCount)
     const ns = trace.streams > 1 ? yield* driveStreams(trace, replayer, tick) : yield* driveSingle(replayer, tick)
     if (replayed !== undefined) replayed()
     return { outcome: replayer.outcome(), ns, counters: allocator.core.counters(), info: driver.info }
@@ -209,6 +214,7 @@ export const replayWith = <E>(
       driverMicros: Math.round(m.micros),
       driverMicrosByKind: roundAll(m.microsByKind),
       ooms: outcome.ooms,
+      faultedAllocs: outcome.faultedAllocs,
       failedAllocs: outcome.failedAllocs,
       driverFaults: faults,
       stitches: counters.stitches,

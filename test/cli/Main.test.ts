@@ -1,13 +1,16 @@
 /**
- * The command line, end to end: the real executable in a child process, its output and exit codes.
+ * The command line, end to end: in-process for output and exit codes, and the real executable in
+ * a child process for what only a process has (its exit status, signals).
  */
 import { describe, expect, it } from "@effect/vitest"
-import { spawnSync } from "node:child_process"
-import { mkdtempSync, writeFileSync } from "node:fs"
+import { spawn, spawnSync } from "node:child_process"
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
-import { gzipSync } from "node:zlib"
+import { gunzipSync, gzipSync } from "node:zlib"
+import { subcommands } from "../../src/cli/Commands.ts"
 import { multiStreamTrace } from "../../src/trace/Synthetic.ts"
+import { gmlakeIn } from "./harness.ts"
 
 const gmlake = (...args: Array<string>) => {
   const r = spawnSync(process.execPath, ["src/bin.ts", ...args], { encoding: "utf8", timeout: 120_000 })
@@ -26,9 +29,10 @@ const small = write("small.json", JSON.stringify({
   pytorch: { native: { peakRequested: 3 * 1024 * 1024 + 1000, peakReserved: 22 * 1024 * 1024 } },
   events: [["a", 1, 3145728], ["a", 2, 1000], ["f", 1], ["a", 3, 200000000], ["f", 2], ["f", 3]]
 }))
+const multi = write("multi.json.gz", gzipSync(JSON.stringify(multiStreamTrace({ seed: 5, steps: 3, layers: 6 }))))
 
 describe("gmlake command line", () => {
-  it("replays a trace under several policies, as JSON lines with every figure", () => {
+  it("replays a trace under several policies, as JSON lines with every figure (the real executable)", () => {
     const r = gmlake("replay", small, "--policy", "caching,expandable,gmlake", "--json")
     expect(r.err).toBe("")
     expect(r.code).toBe(0)
@@ -36,11 +40,12 @@ describe("gmlake command line", () => {
     expect(lines.map((l) => l.policy)).toEqual(["caching", "expandable", "gmlake"])
     for (const l of lines) {
       for (const k of ["workload", "policy", "device", "events", "peakRequested", "peakReserved", "utilization", "nsPerOp",
-        "driverCalls", "ooms", "stitches", "stitchedChunks", "cachedStitchHits", "evictions", "driverMicros",
-        "failedAllocs", "driverFaults", "leakedHandles"]) expect(l).toHaveProperty(k)
+        "driverCalls", "ooms", "faultedAllocs", "stitches", "stitchedChunks", "cachedStitchHits", "evictions", "driverMicros",
+        "failedAllocs", "driverFaults", "leakedHandles", "complete"]) expect(l).toHaveProperty(k)
       expect(l.workload).toBe("small")
       expect(l.device).toBe("sim")
       expect(l.events).toBe(6)
+      expect(l.complete).toBe(true)
       expect(l.peakRequested).toBe(200000000 + 1000)
       expect(l.utilization).toBeCloseTo(l.peakRequested / l.peakReserved, 10)
       expect(l.leakedHandles).toBe(0)
@@ -49,58 +54,117 @@ describe("gmlake command line", () => {
     expect(lines[0].driverCalls.memAlloc).toBe(3)
   })
 
-  it("prints a readable table by default", () => {
-    const r = gmlake("replay", small, "--policy", "gmlake")
+  it("prints a readable table by default, sizes in binary units, the comparison column named", async () => {
+    const r = await gmlakeIn(["replay", small, "--policy", "gmlake"])
     expect(r.code).toBe(0)
-    expect(r.out).toContain("small: 6 events")
-    expect(r.out).toMatch(/policy\s+peak reserved\s+util/)
-    expect(r.out).toMatch(/\ngmlake\s/)
+    expect(r.out).toContain("small: 6 events, peak requested 190.74 MiB")
+    expect(r.out).toMatch(/policy\s+peak reserved\s+util\s+vs native/)
+    expect(r.out).toMatch(/\ngmlake\s+\d+\.\d\d MiB\s+0\.\d{4}\s+[+-]\d/)
+    expect(r.out).not.toMatch(/\bGB\b/)
   })
 
-  it("replays a multi-stream trace with fault injection, counting failures and leaking nothing", () => {
-    const file = write("multi.json.gz", gzipSync(JSON.stringify(multiStreamTrace({ seed: 5, steps: 3, layers: 6 }))))
-    const r = gmlake("replay", file, "--inject-faults", "0.3", "--seed", "3", "--json")
+  it.each(subcommands.map((c) => c.name))("%s --help exits 0 and lists its flags", async (name) => {
+    const r = await gmlakeIn([name, "--help"])
+    expect(r.code).toBe(0)
+    expect(r.err).toBe("")
+    expect(r.out).toContain(`gmlake ${name}`)
+    expect(r.out).toContain("--help")
+  })
+
+  it("a run whose allocations failed is an error, unless --count-ooms; then it says the figures are not a result", async () => {
+    const failed = await gmlakeIn(["replay", small, "--policy", "gmlake,caching", "--capacity", "1"])
+    expect(failed.code).toBe(3)
+    expect(failed.err.trim().split("\n")).toHaveLength(1)
+    expect(failed.err).toMatch(/^gmlake: replay: small under gmlake: \d+ allocation\(s\) failed: \d+ out of memory/)
+    expect(failed.out).not.toMatch(/\b1\.0000\b(?!\*)/)
+    const counted = await gmlakeIn(["replay", small, "--policy", "gmlake", "--capacity", "1", "--count-ooms"])
+    expect(counted.code).toBe(0)
+    expect(counted.out).toMatch(/\d\*/)
+    expect(counted.out).toContain("not a result")
+    const json = await gmlakeIn(["replay", small, "--policy", "expandable", "--capacity", "1", "--json"])
+    expect(json.code).toBe(3)
+    const line = JSON.parse(json.out)
+    expect(line.complete).toBe(false)
+    expect(line.utilization).toBe(null)
+    expect(line.failedAllocs).toBeGreaterThan(0)
+  })
+
+  it("injected driver faults are reported as driver faults, not out of memory", async () => {
+    const r = await gmlakeIn(["replay", multi, "--inject-faults", "1", "--seed", "3", "--json", "--count-ooms"])
     expect(r.code).toBe(0)
     for (const line of r.out.trim().split("\n")) {
       const l = JSON.parse(line)
+      expect(l.complete).toBe(false)
       expect(l.driverFaults).toBeGreaterThan(0)
-      expect(l.failedAllocs).toBeGreaterThan(0)
+      expect(l.faultedAllocs).toBe(l.failedAllocs)
+      expect(l.ooms).toBe(0)
       expect(l.leakedHandles).toBe(0)
     }
+    const t = await gmlakeIn(["replay", multi, "--policy", "gmlake", "--inject-faults", "0.3", "--seed", "3"])
+    expect(t.code).toBe(3)
+    expect(t.err).toMatch(/by injected driver faults \(\d+ injected\)/)
   })
 
   it.each([
-    [["replay"], 2, "replay: expected one trace file, got 0"],
-    [["replay", "x.json", "--policy", "nope"], 2, "--policy: unknown policy \"nope\""],
+    [["replay"], 2, "replay: missing <trace>"],
+    [["replay", "x.json", "--policy", "nope"], 2, "replay: --policy \"nope\": policies separated by commas"],
     [["replay", "x.json", "--frobnicate"], 2, "replay: unknown option --frobnicate"],
-    [["replay", "x.json", "--capacity", "lots"], 2, "--capacity: \"lots\" is not a size"],
-    [["replay", "x.json", "--inject-faults", "2"], 2, "--inject-faults: \"2\" is not a number between 0 and 1"],
-    [["replay", "x.json", "--device", "tpu"], 2, "--device: unknown device \"tpu\""],
-    [["replay", "/nonexistent/t.json"], 1, "/nonexistent/t.json: cannot read the file (ENOENT)"],
+    [["replay", "x.json", "--capacity", "lots"], 2, "replay: --capacity \"lots\": a size such as"],
+    [["replay", "x.json", "--capacity", "64TiB"], 2, "at most 1TiB, what the simulator can model"],
+    [["replay", "x.json", "--granularity", "3"], 2, "replay: --granularity \"3\": must be 2MiB (the device's granularity) or a multiple"],
+    [["replay", "x.json", "--granularity", "16"], 2, "--granularity \"16\": must be 2MiB"],
+    [["replay", "x.json", "--inject-faults", "2"], 2, "replay: --inject-faults \"2\": a decimal probability from 0 to 1"],
+    [["replay", "x.json", "--inject-faults", "0x1"], 2, "--inject-faults \"0x1\": a decimal probability"],
+    [["replay", "x.json", "--device", "tpu"], 2, "replay: --device \"tpu\": one of sim, cuda"],
+    [["replay", "x.json", "--repeat", "0"], 2, "replay: --repeat \"0\": a whole number from 1 to 1000"],
+    [["replay", "x.json", "--seed", "3"], 2, "replay: --seed: only meaningful with --inject-faults"],
+    [["replay", "x.json", "--config", "{bad"], 2, "--config: {bad: expected key:value"],
+    [["replay", "x.json", "--config", "frob:1"], 2, "--config: frob: unknown setting"],
+    [["replay", "x.json", "--config", "max_split_size_mb:10"], 2, "--config: max_split_size_mb: must be a whole number of MiB above 20"],
+    [["replay", "x.json", "--policy", "caching", "--config", "reuse_limit:4"], 2, "--config: reuse_limit: does not apply to --policy caching"],
+    [["replay", "x.json", "--policy", "gmlake", "--config", "max_split_size_mb:128"], 2, "max_split_size_mb: does not apply to --policy gmlake"],
+    [["replay", "/nonexistent/t.json"], 66, "/nonexistent/t.json: cannot read the file (ENOENT)"],
+    [["generate", "--out", "/nonexistent/dir/t.json"], 73, "/nonexistent/dir/t.json: cannot write (ENOENT)"],
     [["frob"], 2, "unknown command \"frob\""]
-  ])("fails with one line and a non-zero exit: %j", (args, code, message) => {
-    const r = gmlake(...args)
+  ])("fails with one line and its exit code: %j", async (args, code, message) => {
+    const r = await gmlakeIn(args)
     expect(r.code).toBe(code)
     expect(r.out).toBe("")
     expect(r.err.trim().split("\n")).toHaveLength(1)
-    expect(r.err).toContain(`gmlake: ${message}`)
+    expect(r.err).toMatch(/^gmlake: /)
+    expect(r.err).toContain(message)
   })
 
-  it("names the bad event of a malformed trace", () => {
+  it("names the bad event of a malformed trace (exit 65)", async () => {
     const bad = write("bad.json", JSON.stringify({ format: "gmlake-trace/1", workload: "w", events: [["a", 1, 10], ["f", 2]] }))
-    const r = gmlake("replay", bad)
-    expect(r.code).toBe(1)
+    const r = await gmlakeIn(["replay", bad])
+    expect(r.code).toBe(65)
     expect(r.err.trim()).toBe(`gmlake: ${bad}: event 1: "f" of allocation 2, which was never allocated`)
   })
 
-  it("rejects a bad --config for the stitching policy with a clear message", () => {
-    const r = gmlake("replay", small, "--policy", "gmlake", "--config", "{bad")
-    expect(r.code).toBe(2)
-    expect(r.err).toContain("--config: not valid JSON")
+  it("reads settings from GMLAKE_ALLOC_CONF and --config, which wins key by key", async () => {
+    const base = await gmlakeIn(["replay", small, "--policy", "caching", "--json"])
+    const tuned = await gmlakeIn(["replay", small, "--policy", "caching", "--json", "--config", "roundup_power2_divisions:4"])
+    expect(tuned.code).toBe(0)
+    expect(JSON.parse(tuned.out).peakReserved).toBeGreaterThanOrEqual(JSON.parse(base.out).peakReserved)
+    const bad = await gmlakeIn(["replay", small, "--policy", "caching"], { GMLAKE_ALLOC_CONF: "max_split_size_mb:lots" })
+    expect(bad.code).toBe(2)
+    expect(bad.err).toContain("gmlake: GMLAKE_ALLOC_CONF: max_split_size_mb: ")
+    const over = await gmlakeIn(["replay", small, "--policy", "gmlake", "--config", "reuse_limit:2"], { GMLAKE_ALLOC_CONF: "reuse_limit:3" })
+    expect(over.code).toBe(0)
   })
 
-  it("self-tests the simulated device", () => {
-    const r = gmlake("selftest", "--device", "sim", "--json")
+  it("generate --out says what it wrote", async () => {
+    const file = join(dir, "gen.json.gz")
+    const r = await gmlakeIn(["generate", "--seed", "2", "--steps", "2", "--layers", "3", "--out", file])
+    expect(r.code).toBe(0)
+    expect(r.out).toMatch(new RegExp(`^wrote ${file}: \\d+ events on \\d+ stream\\(s\\), [\\d.]+ (KiB|MiB|B) gzip \\(seed 2, 2 steps, 3 layers\\)\\n$`))
+    expect(existsSync(file)).toBe(true)
+    expect(JSON.parse(gunzipSync(readFileSync(file)).toString()).format).toBe("gmlake-trace/1")
+  })
+
+  it("self-tests the simulated device", async () => {
+    const r = await gmlakeIn(["selftest", "--device", "sim", "--json"])
     expect(r.code).toBe(0)
     const report = JSON.parse(r.out)
     expect(report.ok).toBe(true)
@@ -109,4 +173,27 @@ describe("gmlake command line", () => {
     )
     expect(report.latencyMicros.memMap).toBeGreaterThanOrEqual(0)
   })
+
+  it("shows sizes in the streams table in binary units", async () => {
+    const r = await gmlakeIn(["streams", "--rounds", "2"])
+    expect(r.code).toBe(0)
+    expect(r.out).toMatch(/peakReserved\s+[\d.]+ MiB/)
+  })
+
+  it.each([["SIGINT", 130], ["SIGTERM", 143]] as const)(
+    "%s interrupts a replay: everything is released, one line, exit %i",
+    async (signal, code) => {
+      // The small trace's line says the process is replaying; the large one then runs for minutes.
+      const child = spawn(process.execPath, ["src/bin.ts", "compare", small, "traces/llama1b_lora_varlen.json.gz", "--repeat", "1000", "--json"], {
+        stdio: ["ignore", "pipe", "pipe"]
+      })
+      let err = ""
+      child.stderr.on("data", (d) => (err += String(d)))
+      await new Promise((resolve) => child.stdout.once("data", resolve))
+      child.kill(signal)
+      const status = await new Promise<number | null>((resolve) => child.on("exit", (c) => resolve(c)))
+      expect(status).toBe(code)
+      expect(err).toBe("gmlake: interrupted; everything was released\n")
+    }
+  )
 })

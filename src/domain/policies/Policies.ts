@@ -7,14 +7,18 @@ import type { Allocator, PolicyName } from "../Allocator.ts"
 import { CrossStreamAllocator } from "../adaptors/CrossStream.ts"
 import type { DriverPort } from "../DriverPort.ts"
 import type { StreamPort } from "../StreamPort.ts"
-import { CachingAllocator } from "./pytorch/Caching.ts"
-import { ExpandableAllocator } from "./pytorch/Expandable.ts"
+import { CachingAllocator, type CachingConfig } from "./pytorch/Caching.ts"
+import { ExpandableAllocator, type ExpandableConfig } from "./pytorch/Expandable.ts"
 import { StitchingAllocator } from "./gmlake/StitchingAllocator.ts"
 import type { StitchingConfig } from "./gmlake/StitchingConfig.ts"
 
 /** Per-policy configuration; absent means the policy's defaults. @category models */
 export interface PolicyOptions {
   readonly gmlake?: StitchingConfig
+  /** PyTorch's options of the native allocator (`max_split_size_mb`, ...; Note [Allocator settings]). */
+  readonly caching?: Partial<CachingConfig>
+  /** PyTorch's options that apply in expandable mode. */
+  readonly expandable?: Partial<ExpandableConfig>
   /**
    * Safe cross-stream reuse (Note [Cross-stream reuse]): one pool for all streams, frees guarded
    * by events. Needs a `StreamPort`. Off by default: every policy then keeps a pool per stream,
@@ -35,9 +39,9 @@ export const makeAllocator = (
   streams?: StreamPort
 ): Allocator => {
   const core = name === "caching"
-    ? new CachingAllocator(port)
+    ? new CachingAllocator(port, options.caching)
     : name === "expandable"
-    ? new ExpandableAllocator(port)
+    ? new ExpandableAllocator(port, options.expandable)
     : new StitchingAllocator(port, options.gmlake)
   return options.crossStream === true && streams !== undefined ? new CrossStreamAllocator(core, streams) : core
 }

@@ -1,0 +1,194 @@
+/**
+ * `gmlake replay <trace>`: one trace under the chosen policies, on the simulated device or a GPU.
+ *
+ * @since 0.1.0
+ */
+import { Console, Effect, Option, Result } from "effect"
+import { Argument, Command } from "effect/cli"
+import type { PolicyName } from "../domain/Allocator.ts"
+import type { PolicyOptions } from "../domain/policies/Policies.ts"
+import { emptySettings, inapplicableKeys, parseSettings, type Settings, settingsText } from "../domain/Settings.ts"
+import { replayCuda, replaySim, type ReplayReport } from "../replay/ReplayRunner.ts"
+import type { SimDriverOptions } from "../layers/sim/SimDriver.ts"
+import { loadTrace } from "../trace/File.ts"
+import type { Trace } from "../trace/Trace.ts"
+import { AllocationsFailed, UsageError } from "./Errors.ts"
+import * as Options from "./Options.ts"
+import { failureLines, failureSummary, formatSize, isComplete, replayJson, replayTable, timelineLine, traceHeading } from "./Render.ts"
+
+/** The environment variable that holds settings (Note [Allocator settings]). @category constants */
+export const settingsEnv = "GMLAKE_ALLOC_CONF"
+
+/**
+ * The policy options from `GMLAKE_ALLOC_CONF` and `--config` (which wins key by key). A key of
+ * `--config` that applies to none of `policies` is refused; so is one from the environment,
+ * which would otherwise be silently ignored.
+ * @category settings
+ */
+export const resolvePolicyOptions = (
+  config: Option.Option<string>,
+  crossStream: Option.Option<"on" | "off">,
+  policies: ReadonlyArray<PolicyName>
+): Effect.Effect<PolicyOptions, UsageError> =>
+  Effect.suspend(() => {
+    const decode = (text: string | undefined, source: string): Result.Result<Settings, UsageError> =>
+      text === undefined || text.trim() === ""
+        ? Result.succeed(emptySettings)
+        : Result.mapError(parseSettings(text, source), (e) => new UsageError({ where: `${e.source}: ${e.key}`, detail: e.detail }))
+    const env = decode(process.env[settingsEnv], settingsEnv)
+    if (Result.isFailure(env)) return Effect.fail(env.failure)
+    const flag = decode(Option.getOrUndefined(config), "--config")
+    if (Result.isFailure(flag)) return Effect.fail(flag.failure)
+    for (const [settings, source] of [[flag.success, "--config"], [env.success, settingsEnv]] as const) {
+      const unused = inapplicableKeys(settings, policies)
+      if (unused.length > 0) {
+        return Effect.fail(
+          new UsageError({
+            where: `${source}: ${unused[0]}`,
+            detail: `does not apply to --policy ${policies.join(",")} (see gmlake replay --help for which policy reads which key)`
+          })
+        )
+      }
+    }
+    const merged = decode(settingsText(env.success, flag.success), "--config")
+    if (Result.isFailure(merged)) return Effect.fail(merged.failure)
+    const s = merged.success
+    return Effect.succeed({
+      caching: s.caching,
+      expandable: s.expandable,
+      ...(s.gmlake !== undefined ? { gmlake: s.gmlake } : {}),
+      ...(Option.isSome(crossStream) ? { crossStream: crossStream.value === "on" } : {})
+    })
+  })
+
+const median = (xs: ReadonlyArray<number>) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.floor(s.length / 2)]!
+}
+
+/**
+ * Replays one trace under several policies on the simulated device, `repeat` times each (median
+ * ns/event), after `warmup` untimed replays (the JIT compiles a policy's code over its first
+ * replays; PyTorch's anchors likewise give a warm figure).
+ * @category replay
+ */
+export const replayAll = (
+  trace: Trace,
+  policies: ReadonlyArray<PolicyName>,
+  options: { readonly sim?: SimDriverOptions; readonly policy?: PolicyOptions },
+  repeat: number,
+  warmup = 0
+) =>
+  Effect.forEach(policies, (policy) =>
+    Effect.gen(function*() {
+      for (let i = 0; i < warmup; i++) yield* replaySim(trace, policy, options)
+      const runs: Array<ReplayReport> = []
+      for (let i = 0; i < repeat; i++) runs.push(yield* replaySim(trace, policy, options))
+      return { ...runs[0]!, nsPerOp: median(runs.map((r) => r.nsPerOp)) }
+    }))
+
+/**
+ * Prints the replays of one trace (a table, or JSON lines) and fails with `AllocationsFailed`
+ * when allocations failed and were not to be counted (Note [Failed runs]).
+ * @category output
+ */
+export const printReports = (
+  command: string,
+  trace: Trace,
+  reports: ReadonlyArray<ReplayReport>,
+  json: boolean,
+  countOoms: boolean
+): Effect.Effect<void, AllocationsFailed> =>
+  Effect.gen(function*() {
+    if (json) {
+      for (const r of reports) yield* Console.log(replayJson(r, countOoms))
+    } else {
+      yield* Console.log(traceHeading(trace, reports[0]?.peakRequested ?? 0))
+      yield* Console.log(replayTable(trace, reports))
+      for (const r of reports) yield* Console.log(timelineLine(r))
+      const failed = failureLines(reports)
+      for (const line of failed) yield* Console.log(line)
+      if (failed.length > 0) {
+        yield* Console.log(
+          countOoms
+            ? "* not a result: allocations failed and were counted (--count-ooms); peak reserved and utilization are those of the requests that were served"
+            : "* not a result: allocations failed"
+        )
+      }
+      for (const r of reports) {
+        if (r.leakedHandles > 0) yield* Console.log(`${r.policy}: ${r.leakedHandles} handle(s) leaked`)
+      }
+    }
+    const first = reports.find((r) => !isComplete(r))
+    if (first !== undefined && !countOoms) {
+      return yield* new AllocationsFailed({
+        detail: `${command}: ${trace.workload} under ${first.policy}: ${failureSummary(first)}; ` +
+          "the figures are not a result (--count-ooms counts failures instead of failing)"
+      })
+    }
+  })
+
+/** `gmlake replay`. @category commands */
+export const replay = Command.make(
+  "replay",
+  {
+    trace: Argument.String("trace").pipe(Argument.withDescription("a gmlake-trace/1 file, gzip or plain JSON")),
+    policies: Options.policies,
+    device: Options.device,
+    json: Options.json,
+    capacity: Options.capacity,
+    granularity: Options.granularity,
+    config: Options.config,
+    injectFaults: Options.injectFaults,
+    seed: Options.seed,
+    crossStream: Options.crossStream,
+    repeat: Options.repeat(1, "replays per policy; ns/event is their median (default 1; on cuda every run is reported)"),
+    countOoms: Options.countOoms
+  },
+  (o) =>
+    Effect.gen(function*() {
+      const policy = yield* resolvePolicyOptions(o.config, o.crossStream, o.policies)
+      if (o.device === "cuda") {
+        for (const [name, v] of [["capacity", o.capacity], ["granularity", o.granularity], ["inject-faults", o.injectFaults], ["seed", o.seed]] as const) {
+          if (Option.isSome(v)) return yield* new UsageError({ where: `replay: --${name}`, detail: "only for the simulated device (--device sim)" })
+        }
+        const trace = yield* loadTrace(o.trace)
+        // On the GPU every run is reported (each has its own device figures).
+        const runs = o.policies.flatMap((p) => Array.from({ length: o.repeat }, () => p))
+        const reports = yield* replayCuda(trace, runs, { policy })
+        if (!o.json) {
+          for (const r of reports) {
+            yield* Console.log(
+              `${r.policy}: device peak used ${formatSize(r.devicePeakUsed)} vs peak reserved ${formatSize(r.peakReserved)}; ` +
+                `free ${formatSize(r.deviceFreeBefore)} before, ${formatSize(r.deviceFreeAfter)} after; wall ${r.wallMs.toFixed(0)} ms`
+            )
+          }
+        }
+        return yield* printReports("replay", trace, reports, o.json, o.countOoms)
+      }
+      if (Option.isSome(o.seed) && Option.isNone(o.injectFaults)) {
+        return yield* new UsageError({ where: "replay: --seed", detail: "only meaningful with --inject-faults" })
+      }
+      const capacity = Option.getOrUndefined(o.capacity)
+      const granularity = Option.getOrUndefined(o.granularity)
+      const sim: SimDriverOptions = {
+        ...(capacity !== undefined ? { capacity } : {}),
+        ...(granularity !== undefined ? { granularity } : {}),
+        ...(Option.isSome(o.injectFaults) ? { faultRate: o.injectFaults.value } : {}),
+        ...(Option.isSome(o.seed) ? { seed: o.seed.value } : {})
+      }
+      const trace = yield* loadTrace(o.trace)
+      const reports = yield* replayAll(trace, o.policies, { sim, policy }, o.repeat)
+      yield* printReports("replay", trace, reports, o.json, o.countOoms)
+    })
+).pipe(
+  Command.withDescription(
+    "Replay a trace under each policy and report peak reserved memory, utilization (peak requested / peak reserved), " +
+      "driver calls and time per event. Sizes are in binary units (1 GiB = 2^30 bytes)."
+  ),
+  Command.withExamples([
+    { command: "gmlake replay traces/gpt2_fixed.json.gz --policy gmlake", description: "the stitching allocator on one trace" },
+    { command: "gmlake replay t.json.gz --capacity 16GiB --inject-faults 0.01 --seed 7 --count-ooms", description: "a small, faulty device" },
+    { command: "gmlake replay t.json.gz --policy caching --config max_split_size_mb:128", description: "a tuned PyTorch" }
+  ])
+)
