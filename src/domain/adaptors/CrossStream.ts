@@ -19,7 +19,9 @@
  * stream before the work that used it has finished.
  *
  * While only one stream has been used, a free goes to the pool at once with no event: stream
- * order already makes that safe, and single-stream work pays nothing for the adaptor. Under
+ * order already makes that safe, and single-stream work pays nothing for the adaptor. When a
+ * second stream shows up, the first one is synchronized once, since blocks it freed without an
+ * event are in the pool the second will take from. Under
  * memory pressure (the inner allocator reports out of memory) the events of pending blocks are
  * waited for and the request is retried once, as PyTorch does before its own out-of-memory.
  *
@@ -145,7 +147,13 @@ export class CrossStreamAllocator implements Allocator {
     }
     if (stream !== this.firstStream) {
       if (this.firstStream < 0) this.firstStream = stream
-      else this.multi = true
+      else if (!this.multi) {
+        // Blocks freed so far went back to the pool with no event (one stream: its own order
+        // made that safe); the first stream may still be using them, and the pool is about to
+        // serve another stream. Wait for it once.
+        this.events.streamSynchronize(this.firstStream)
+        this.multi = true
+      }
     }
     if (this.eventOf.size > 0) {
       // Its own stream's pending blocks first: no event to wait for, no driver call.

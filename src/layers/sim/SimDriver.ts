@@ -616,7 +616,11 @@ export class SimDriver implements DriverPort, StreamPort {
   eventSynchronize(event: number): void {
     const e = this.events.get(event)
     if (e === undefined) return fail("cuEventSynchronize", "InvalidValue", `unknown event ${event}`)
-    if (e.done > this.clock) e.done = this.clock
+    // Waiting for the event is waiting for its stream's work up to it: so every event recorded
+    // on that stream before it has completed too.
+    const until = e.done
+    if (until <= this.clock) return
+    for (const x of this.events.values()) if (x.stream === e.stream && x.done <= until) x.done = this.clock
   }
   eventDestroy(event: number): void {
     if (!this.events.delete(event)) fail("cuEventDestroy", "InvalidValue", `unknown event ${event}`)
