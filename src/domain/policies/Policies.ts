@@ -42,7 +42,7 @@ export const makeAllocator = (
     ? new CachingAllocator(port, options.caching)
     : name === "expandable"
     ? new ExpandableAllocator(port, options.expandable)
-    : new StitchingAllocator(port, options.gmlake)
+    : new StitchingAllocator(port, options.gmlake, streams)
   return options.crossStream === true && streams !== undefined ? new CrossStreamAllocator(core, streams) : core
 }
 

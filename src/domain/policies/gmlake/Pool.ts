@@ -26,6 +26,10 @@ export class ChunkPool {
   readonly cBlk: Array<number> = []
   /** Views mapping the chunk (Note [Stitched view cache] in `Stitcher.ts`). */
   readonly cViews: Array<Array<number> | null> = []
+  /** The sequence number of the free that made the chunk wholly free (Note [Cross-stream adoption]). */
+  readonly cFreedAt: Array<number> = []
+  /** The sequence number of the latest free, bumped by the allocator at each. */
+  freeSeq = 0
   private readonly chunkFreeIds: Array<number> = []
   /** Bytes of all live chunks: what the allocator holds of the device. */
   reservedBytes = 0
@@ -43,6 +47,7 @@ export class ChunkPool {
       this.cFree[c] = 0
       this.cBlk[c] = -1
       this.cViews[c] = null
+      this.cFreedAt[c] = this.freeSeq
     } else {
       c = this.cHandle.length
       this.cHandle.push(handle)
@@ -53,6 +58,7 @@ export class ChunkPool {
       this.cFree.push(0)
       this.cBlk.push(-1)
       this.cViews.push(null)
+      this.cFreedAt.push(this.freeSeq)
     }
     this.reservedBytes += size
     return c

@@ -98,6 +98,7 @@ export class Segments {
   private readonly cNext: Array<number>
   private readonly cFree: Array<number>
   private readonly cBlk: Array<number>
+  private readonly cFreedAt: Array<number>
 
   // results of `runOf`
   rs = 0
@@ -120,6 +121,7 @@ export class Segments {
     this.cNext = chunks.cNext
     this.cFree = chunks.cFree
     this.cBlk = chunks.cBlk
+    this.cFreedAt = chunks.cFreedAt
   }
 
   /** The pools of `stream`, created on first use. */
@@ -299,6 +301,7 @@ export class Segments {
         for (;;) {
           this.cFree[c] = 1
           this.cBlk[c] = y
+          this.cFreedAt[c] = this.chunks.freeSeq
           at = this.cStart[c]! + this.cSize[c]!
           if (at >= end) break
           c = this.cNext[c]!
@@ -332,7 +335,8 @@ export class Segments {
 
   // --- segments ----------------------------------------------------------------------------------
 
-  private newSegment(base: number, va: number, stream: number): number {
+  /** A segment over the reservation [base, base + va) of `stream`, with nothing mapped yet. */
+  newSegment(base: number, va: number, stream: number): number {
     let seg: number
     if (this.segFreeIds.length > 0) {
       seg = this.segFreeIds.pop()!

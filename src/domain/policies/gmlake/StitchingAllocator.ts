@@ -12,6 +12,7 @@
  * - `Stitcher.ts`: stitched views and their cache;
  * - `Selection.ts`: which free chunks a new view maps;
  * - `Pressure.ts`: giving chunks back when the driver refuses memory;
+ * - `Adoption.ts`: taking chunks other streams have finished with (Note [Cross-stream adoption]);
  * - `Integrity.ts`: the invariants, checked by tests;
  * - `vmm/Plan.ts`: the driver transactions (map plans) every part executes.
  *
@@ -38,8 +39,9 @@
  *
  * In order, `malloc` tries: the best-fitting free block of the stream (no driver call); a cached
  * view whose chunks are all free (no driver call); stitching free chunks (reserve, map, one
- * set-access); growing the stream's segment by the shortfall and stitching it with the free
- * chunks (Note [Shortfall]); and under pressure, giving free chunks back and trying again
+ * set-access); adopting chunks other streams have finished with (Note [Cross-stream adoption]);
+ * growing the stream's segment by the shortfall and stitching it with the free chunks
+ * (Note [Shortfall]); and under pressure, giving free chunks back and trying again
  * (Note [Pressure]).
  *
  * Note [Placement]
@@ -60,9 +62,11 @@
  */
 import type { Allocator, PolicyCounters } from "../../Allocator.ts"
 import type { DriverPort } from "../../DriverPort.ts"
+import type { StreamPort } from "../../StreamPort.ts"
 import { DriverError, InvalidBlockError, InvalidRequestError, OutOfMemoryError } from "../../Errors.ts"
 import { SLOT_LIMIT } from "../../SlotTable.ts"
 import type { Address, BlockId } from "../../Units.ts"
+import { Adoption } from "./Adoption.ts"
 import { G_DEFERRED, G_LIVE, GrantTable } from "./Grants.ts"
 import { checkIntegrity } from "./Integrity.ts"
 import { ChunkPool } from "./Pool.ts"
@@ -91,10 +95,16 @@ export class StitchingAllocator implements Allocator {
   readonly grants = new GrantTable()
   private readonly selection: Selection
   private readonly pressure: Pressure
+  /** Present when `crossStream` is on and the device's streams are given. */
+  readonly adoption: Adoption | undefined
 
   private nReleased = 0
 
-  constructor(port: DriverPort, config: StitchingConfig = defaultStitchingConfig) {
+  /**
+   * `streams`, the device's streams and events, enables cross-stream adoption (with the
+   * `crossStream` setting, on by default); without it every stream keeps to its own chunks.
+   */
+  constructor(port: DriverPort, config: StitchingConfig = defaultStitchingConfig, streams?: StreamPort) {
     this.port = port
     this.config = config
     const g = port.granularity
@@ -115,6 +125,9 @@ export class StitchingAllocator implements Allocator {
     this.stitcher = new Stitcher(port, this.chunks, this.segments, config.reuseLimit, config.maxCachedStitchedBytes)
     this.selection = new Selection(this.chunks, this.segments, Math.max(unit, config.minPartialBytes))
     this.pressure = new Pressure(port, this.chunks, this.segments, this.stitcher)
+    this.adoption = config.crossStream && streams !== undefined
+      ? new Adoption(port, streams, this.chunks, this.segments, this.stitcher, this.shape)
+      : undefined
   }
 
   // --- the Allocator contract --------------------------------------------------------------------
@@ -156,6 +169,7 @@ export class StitchingAllocator implements Allocator {
   }
 
   emptyCache(): void {
+    this.adoption?.dropEvents()
     this.stitcher.evictAll()
     this.pressure.releaseFreeChunks()
   }
@@ -206,13 +220,18 @@ export class StitchingAllocator implements Allocator {
   private releaseGrant(slot: number): void {
     const grants = this.grants
     const v = grants.view[slot]!
+    // Note [Cross-stream adoption]: the chunks this free makes wholly free carry its number.
+    this.chunks.freeSeq++
     if (v < 0) {
-      this.segments.release(grants.blk[slot]!)
+      const b = grants.blk[slot]!
+      this.segments.release(b)
+      if (this.adoption?.multi === true) this.adoption.freed(this.segments.segStream[this.segments.bSeg[b]!]!)
     } else {
       const blks = grants.blks[slot]!
       for (let i = 0; i < blks.length; i++) this.segments.release(blks[i]!)
       // Note [Stitched view cache]
       this.stitcher.cache(v)
+      if (this.adoption?.multi === true) this.adoption.freed(this.stitcher.vStream[v]!)
     }
     grants.blks[slot] = null
     grants.drop(slot)
@@ -249,6 +268,7 @@ export class StitchingAllocator implements Allocator {
   }
 
   private mallocSlow(pool: StreamPool, rr: number, size: number, stream: number): BlockId {
+    if (this.adoption !== undefined && !this.adoption.multi) this.adoption.noteStreams()
     const stitcher = this.stitcher
     if (pool.views.length > 0) {
       const v = stitcher.usableView(pool, rr)
@@ -313,7 +333,7 @@ export class StitchingAllocator implements Allocator {
    * memory is rounded up to the granule only, and what the request leaves of the last granule
    * stays free for the next.
    */
-  private acquire(pool: StreamPool, rr: number, size: number, stream: number): BlockId {
+  private acquire(pool: StreamPool, rr: number, size: number, stream: number, adopt = true): BlockId {
     const x = pool.free.bestFit(rr)
     if (x >= 0) return this.grantPrimary(pool, x, rr, size)
     const sg = this.segments
@@ -332,7 +352,12 @@ export class StitchingAllocator implements Allocator {
       grow = Math.ceil(rr / g) * g
     }
     const shortfall = Math.ceil((rr - gathered) / g) * g
-    if (!this.allocateAndStitch || grow <= shortfall) {
+    const growing = !this.allocateAndStitch || grow <= shortfall
+    // Note [Cross-stream adoption]: before creating memory, take what other streams are done with.
+    if (adopt && this.adoption?.multi === true && this.adoption.adopt(pool, stream, growing ? grow : shortfall) > 0) {
+      return this.acquire(pool, rr, size, stream, false)
+    }
+    if (growing) {
       // Note [Growth]: the free block at the growing end and the new chunks make one block.
       sg.grow(this.port, this.shape, pool, stream, grow, rr - frontier)
       return this.grantPrimary(pool, sg.segLast[pool.segment]!, rr, size)

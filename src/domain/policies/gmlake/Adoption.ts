@@ -1,0 +1,392 @@
+/**
+ * Cross-stream adoption: a stream about to grow takes chunks that lie wholly free in another
+ * stream's segments, once the device has finished the work that last used them.
+ *
+ * Note [Cross-stream adoption]
+ * ----------------------------
+ * The allocator keeps a pool per stream (as GMLake and PyTorch do): a block freed on a stream is
+ * reused by that stream at once, which its own order makes safe. On multi-stream work (prefetch
+ * on a load stream, gradient buckets on a communication stream) that strands memory: while the
+ * compute stream peaks, the buckets' chunks sit wholly free in the communication stream's
+ * segment, their last use long finished, and per-stream pools cannot touch them. So, before a
+ * stream grows (creates chunks, Note [Growth]), it *adopts* such chunks first:
+ *
+ * - **Detach**: the chunks are unmapped from the owner's segment (one unmap per run of adjacent
+ *   chunks), leaving a hole there (Note [Chunk map]); cached views of the owner that map them are
+ *   evicted first. Their handles stay alive: nothing is released or created.
+ * - **Attach**: they are mapped at the requester's growing end, side by side, with one
+ *   set-access over the new extent (one map plan, Note [Map plans]), and join the free block
+ *   there, exactly as new chunks would. The request then proceeds as if it had grown.
+ *
+ * Safety. A chunk may change streams only once no work queued on the owner stream can still
+ * touch it. Each free bumps a sequence number (`ChunkPool.freeSeq`), and every chunk a free makes
+ * wholly free remembers it (`cFreedAt`). While more than one stream is in use, each free records
+ * an event on the freeing stream right after it (`cuEventRecord`; a FIFO of at most `FIFO` per
+ * stream, polled with `cuEventQuery` from its oldest, never waited for), labelled with that
+ * sequence number. A stream's `safe` number is the label of its newest completed event: all the
+ * work it queued before the frees up to that number has run. A chunk is adoptable when it is
+ * wholly free, no view in use maps it, and its `cFreedAt` is at most its stream's `safe` number.
+ * A `record_stream`-style deferred free is no different: its chunks become free only at
+ * `complete` (the framework's word that the other streams' events have completed), which is a
+ * free like any other, with its own event on the owner stream. So memory moves between streams
+ * only through a completed event, and a chunk whose event has not completed is never mapped into
+ * another stream's range (the property test `crossStreamSafety.test.ts` checks this against
+ * witness events of its own). When the FIFO is full, a free records nothing; the next free or
+ * adoption attempt after the oldest event completes records one, labelled with the latest
+ * sequence number, which covers every free before it.
+ *
+ * Chunks never used (fresh growth) carry the sequence number of the growth, so they too wait for
+ * an event of their stream; that costs nothing but a little delay. On a single stream nothing of
+ * this runs: no event is recorded, no free pays for it. The first time a second stream shows up,
+ * one event is recorded on each stream in use, covering everything freed before.
+ *
+ * Cost. An adoption is one unmap per run detached and one map per chunk plus one set-access,
+ * against one create and one map per chunk for growth; on the GPU an unmap synchronizes the
+ * device first (Note [Handle ownership]), so adoption is tried only where the stream would
+ * otherwise create memory. Measured on the simulator across event latencies, it is never worse
+ * than per-stream pools (bench/cross-stream-latency.ts). `crossStream: false` turns it off.
+ *
+ * @since 0.1.0
+ */
+import type { DriverPort } from "../../DriverPort.ts"
+import { DriverError } from "../../Errors.ts"
+import type { StreamPort } from "../../StreamPort.ts"
+import type { ChunkHandle } from "../../Units.ts"
+import { executeMap, executeUnmap } from "../../vmm/Plan.ts"
+import type { ChunkPool } from "./Pool.ts"
+import { FREE, type GrowthShape, type Segments, type StreamPool, USED } from "./Segments.ts"
+import { V_CLAIMING, type Stitcher } from "./Stitcher.ts"
+
+/** Events per stream in flight at most (Note [Cross-stream adoption]). */
+const FIFO = 4
+
+const noHandles: ReadonlyArray<number> = []
+
+/**
+ * The adoption of free chunks across streams (Note [Cross-stream adoption]).
+ * @category models
+ */
+export class Adoption {
+  /** Whether more than one stream has been used; until then nothing is recorded. */
+  multi = false
+  /** Chunks adopted, and the adoptions that moved them. */
+  nChunks = 0
+  nAdoptions = 0
+
+  private readonly port: DriverPort
+  private readonly events: StreamPort
+  private readonly chunks: ChunkPool
+  private readonly segments: Segments
+  private readonly stitcher: Stitcher
+  private readonly shape: GrowthShape
+  /** Per stream: its events in flight, oldest first, and their labels. */
+  private readonly fifo: Array<Array<number> | undefined> = []
+  private readonly labels: Array<Array<number> | undefined> = []
+  /** Per stream: the label of its newest completed event. */
+  private readonly safe: Array<number> = []
+  /** Per stream: the sequence number of its latest free. */
+  private readonly lastFree: Array<number> = []
+  // scratch: candidate stretches (stream, from-chunk, bytes) and the chunks being moved
+  private readonly stretches: Array<number> = []
+  private readonly order: Array<number> = []
+  private readonly moved: Array<number> = []
+
+  constructor(
+    port: DriverPort,
+    events: StreamPort,
+    chunks: ChunkPool,
+    segments: Segments,
+    stitcher: Stitcher,
+    shape: GrowthShape
+  ) {
+    this.port = port
+    this.events = events
+    this.chunks = chunks
+    this.segments = segments
+    this.stitcher = stitcher
+    this.shape = shape
+  }
+
+  /** Called when a stream's pool is new: from the second stream on, frees are guarded. */
+  noteStreams(): void {
+    const pools = this.segments.pools
+    let n = 0
+    for (let s = 0; s < pools.length; s++) if (pools[s] !== undefined) n++
+    if (n < 2) return
+    this.multi = true
+    // Everything freed so far was freed with no event: one event per stream covers it.
+    for (let s = 0; s < pools.length; s++) {
+      if (pools[s] !== undefined) {
+        this.lastFree[s] = this.chunks.freeSeq
+        this.record(s)
+      }
+    }
+  }
+
+  /** A free on `stream` just happened (after `freeSeq` was bumped): guard it with an event. */
+  freed(stream: number): void {
+    this.lastFree[stream] = this.chunks.freeSeq
+    this.poll(stream)
+    const q = this.fifo[stream]
+    if (q === undefined || q.length < FIFO) this.record(stream)
+  }
+
+  /** Records an event on `stream`, labelled with the latest sequence number. */
+  private record(stream: number): void {
+    let e: number
+    try {
+      e = this.events.eventRecord(stream)
+    } catch (err) {
+      // No event, no adoption of this stream's chunks until a later one: safe, and a free
+      // must not fail for it (a stream the caller destroyed, a driver fault).
+      if (err instanceof DriverError) return
+      throw err
+    }
+    ;(this.fifo[stream] ??= []).push(e)
+    ;(this.labels[stream] ??= []).push(this.chunks.freeSeq)
+  }
+
+  /** Retires the completed events of `stream`, oldest first, advancing its `safe` number. */
+  private poll(stream: number): void {
+    const q = this.fifo[stream]
+    if (q === undefined) return
+    const labels = this.labels[stream]!
+    while (q.length > 0) {
+      let done: boolean
+      try {
+        done = this.events.eventQuery(q[0]!)
+      } catch (err) {
+        if (err instanceof DriverError) return
+        throw err
+      }
+      if (!done) return
+      this.safe[stream] = labels[0]!
+      this.destroy(q.shift()!)
+      labels.shift()
+    }
+  }
+
+  private destroy(event: number): void {
+    try {
+      this.events.eventDestroy(event)
+    } catch (err) {
+      // left to the session's registry, which destroys it at close
+      if (!(err instanceof DriverError)) throw err
+    }
+  }
+
+  /** Destroys every event in flight (`emptyCache`): the session keeps none it does not need. */
+  dropEvents(): void {
+    for (let s = 0; s < this.fifo.length; s++) {
+      const q = this.fifo[s]
+      if (q === undefined) continue
+      for (const e of q) this.destroy(e)
+      q.length = 0
+      this.labels[s]!.length = 0
+    }
+  }
+
+  /** Whether chunk `c`, wholly free in a segment of `stream`, may move to another stream now. */
+  private adoptable(c: number, stream: number): boolean {
+    if ((this.chunks.cFreedAt[c] ?? 0) > (this.safe[stream] ?? -1)) return false
+    const vs = this.chunks.cViews[c]
+    if (vs !== null && vs !== undefined) {
+      const vLive = this.stitcher.vLive
+      for (let i = 0; i < vs.length; i++) if (vLive[vs[i]!]! >= 0 || vLive[vs[i]!] === V_CLAIMING) return false
+    }
+    return true
+  }
+
+  /**
+   * Moves chunks wholly free in other streams' segments, and safe to move, to the growing end of
+   * `pool` (stream `stream`): as many as cover `target` bytes if there are (largest runs first),
+   * else all there are. Returns the bytes attached (0: nothing moved, nothing changed).
+   * Throws `DriverError` if the driver refused a step; chunks detached and not attached are
+   * then given back to the driver.
+   */
+  adopt(pool: StreamPool, stream: number, target: number): number {
+    const sg = this.segments
+    const chunks = this.chunks
+    const stretches = this.stretches
+    stretches.length = 0
+    for (let s = 0; s < sg.pools.length; s++) {
+      const other = sg.pools[s]
+      if (s === stream || other === undefined || other.runBytes === 0) continue
+      this.poll(s)
+      const q = this.fifo[s]
+      // frees not yet covered by an event in flight: cover them now, for a later attempt
+      if ((this.lastFree[s] ?? 0) > (this.safe[s] ?? -1) && (q === undefined || q.length === 0)) this.record(s)
+      for (let i = 0; i < other.free.length; i++) {
+        const x = other.free.idAt(i)
+        if (sg.bRun[x]! === 0) continue
+        const seg = sg.bSeg[x]!
+        const a = sg.bStart[x]!
+        sg.runOf(seg, a, a + sg.bSize[x]!)
+        const re = sg.re
+        let at = sg.rs
+        while (at < re) {
+          let c = sg.chunkAt(seg, at)
+          if (!this.adoptable(c, s)) {
+            at = chunks.end(c)
+            continue
+          }
+          const first = c
+          let bytes = 0
+          while (at < re && this.adoptable(c = sg.chunkAt(seg, at), s)) {
+            bytes += chunks.cSize[c]!
+            at = chunks.end(c)
+          }
+          stretches.push(first, bytes)
+        }
+      }
+    }
+    if (stretches.length === 0) return 0
+    // Largest stretches first: fewest unmaps; within one, only the chunks still needed.
+    const order = this.order
+    order.length = 0
+    for (let i = 0; i < stretches.length; i += 2) order.push(i)
+    order.sort((i, j) => stretches[j + 1]! - stretches[i + 1]!)
+    const moved = this.moved
+    moved.length = 0
+    let got = 0
+    try {
+      for (let k = 0; k < order.length && got < target; k++) {
+        const first = stretches[order[k]!]!
+        const seg = chunks.cSeg[first]!
+        const from = chunks.cStart[first]!
+        let to = from
+        const end = from + stretches[order[k]! + 1]!
+        while (to < end && got < target) {
+          const c = sg.chunkAt(seg, to)
+          got += chunks.cSize[c]!
+          to = chunks.end(c)
+        }
+        this.detach(seg, from, to, moved)
+      }
+    } catch (e) {
+      this.giveBack(moved)
+      throw e
+    }
+    this.attach(pool, stream, moved)
+    this.nChunks += moved.length
+    this.nAdoptions++
+    return got
+  }
+
+  /** Unmaps the wholly free chunks [from, to) of segment `seg` and takes them out of it. */
+  private detach(seg: number, from: number, to: number, out: Array<number>): void {
+    const sg = this.segments
+    const chunks = this.chunks
+    const x = sg.freeBlockOver(sg.chunkAt(seg, from), seg, from, to)
+    if (x < 0) throw new Error(`Adoption: [0x${from.toString(16)}, 0x${to.toString(16)}) is in no free block`)
+    let n = 0
+    for (let at = from; at < to;) {
+      const c = sg.chunkAt(seg, at)
+      for (let vs = chunks.cViews[c]; vs !== null && vs !== undefined; vs = chunks.cViews[c]) this.stitcher.evict(vs[0]!)
+      n++
+      at = chunks.end(c)
+    }
+    const base = sg.segBase[seg]!
+    const emptied = sg.segChunks[seg] === n
+    executeUnmap(this.port, { at: from, bytes: to - from, handles: noHandles, freeBase: base, freeBytes: emptied ? sg.segVa[seg]! : 0 })
+    const map = sg.segMap[seg]!
+    const g = sg.granule
+    if (from > base && map[(from - base) / g - 1]! >= 0) chunks.cNext[map[(from - base) / g - 1]!] = -1
+    for (let at = from; at < to;) {
+      const c = sg.chunkAt(seg, at)
+      const size = chunks.cSize[c]!
+      map.fill(-1, (at - base) / g, (at + size - base) / g)
+      chunks.cSeg[c] = -1
+      chunks.cFree[c] = 0
+      chunks.cNext[c] = -1
+      chunks.cBlk[c] = -1
+      out.push(c)
+      at += size
+    }
+    sg.segChunks[seg] = sg.segChunks[seg]! - n
+    // the free block loses [from, to): what is left of it stays free on either side
+    sg.removeFree(x)
+    const a = sg.bStart[x]!
+    const b = a + sg.bSize[x]!
+    if (from > a) {
+      sg.bSize[x] = from - a
+      sg.insertFreeRun(x)
+      if (to < b) sg.insertFreeRun(sg.newBlock(seg, to, b - to, FREE, x))
+    } else if (to < b) {
+      sg.bStart[x] = to
+      sg.bSize[x] = b - to
+      sg.insertFreeRun(x)
+    } else {
+      sg.unlinkBlock(x)
+    }
+    if (to === sg.segEnd[seg]) {
+      // the growing end moves back to the last chunk still mapped
+      let i = (from - base) / g - 1
+      while (i >= 0 && map[i] === -1) i--
+      sg.segEnd[seg] = i < 0 ? base : chunks.end(map[i]!)
+    }
+    if (emptied) sg.killSegment(seg)
+  }
+
+  /** Maps detached chunks at the growing end of `pool`'s segment, as growth would (Note [Growth]). */
+  private attach(pool: StreamPool, stream: number, ids: ReadonlyArray<number>): void {
+    const sg = this.segments
+    const chunks = this.chunks
+    const g = sg.granule
+    const sizes: Array<number> = []
+    const handles: Array<number> = []
+    let bytes = 0
+    for (const c of ids) {
+      sizes.push(chunks.cSize[c]!)
+      handles.push(chunks.cHandle[c]!)
+      bytes += chunks.cSize[c]!
+    }
+    let seg = pool.segment
+    const fresh = seg < 0 || sg.segEnd[seg]! + bytes > sg.segBase[seg]! + sg.segVa[seg]!
+    const va = fresh ? Math.max(this.shape.segmentVa, bytes) : 0
+    let at: number
+    try {
+      at = executeMap(this.port, { reserve: va, at: fresh ? 0 : sg.segEnd[seg]!, sizes, handles, create: false })
+    } catch (e) {
+      this.giveBack(ids)
+      throw e
+    }
+    if (fresh) seg = sg.newSegment(at, va, stream)
+    pool.segment = seg
+    const base = sg.segBase[seg]!
+    let map = sg.segMap[seg]!
+    const need = (at + bytes - base) / g
+    if (need > map.length) {
+      let cap = Math.max(64, map.length)
+      while (cap < need) cap *= 2
+      const grown = new Int32Array(cap).fill(-1)
+      grown.set(map)
+      sg.segMap[seg] = map = grown
+    }
+    let off = at
+    let prev = at > base ? map[(at - base) / g - 1]! : -1
+    for (const c of ids) {
+      chunks.cSeg[c] = seg
+      chunks.cStart[c] = off
+      map.fill(c, (off - base) / g, (off + chunks.cSize[c]! - base) / g)
+      if (prev >= 0) chunks.cNext[prev] = c
+      prev = c
+      off += chunks.cSize[c]!
+    }
+    sg.segChunks[seg] = sg.segChunks[seg]! + ids.length
+    sg.segEnd[seg] = at + bytes
+    sg.release(sg.newBlock(seg, at, bytes, USED, sg.segLast[seg]!))
+  }
+
+  /** Releases detached chunks to the driver (a step of the adoption failed). */
+  private giveBack(ids: ReadonlyArray<number>): void {
+    for (const c of ids) {
+      try {
+        this.port.memRelease(this.chunks.cHandle[c]! as ChunkHandle)
+      } catch {
+        // the session's registry releases it at close
+      }
+      this.chunks.remove(c)
+    }
+  }
+}
