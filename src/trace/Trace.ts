@@ -14,6 +14,25 @@
  * @since 0.1.0
  */
 import { Data, Result, Schema, SchemaIssue } from "effect"
+import { Column, MAX_EVENTS } from "./Columns.ts"
+import { IdIndex } from "./IdIndex.ts"
+
+/**
+ * What is wrong with a trace, for a caller that acts on it: `invalid` (the content breaks the
+ * format), `truncated` (the input ends early), `too-large` (beyond what the format or this
+ * machine allows), `too-deep` (nesting beyond any trace's), `unreadable` (the file cannot be
+ * read), `not-a-snapshot` / `no-history` (a pickle that cannot become a trace), `interrupted`.
+ * @category errors
+ */
+export type TraceErrorReason =
+  | "invalid"
+  | "truncated"
+  | "too-large"
+  | "too-deep"
+  | "unreadable"
+  | "not-a-snapshot"
+  | "no-history"
+  | "interrupted"
 
 /** A trace that cannot be used, with where and why. @category errors */
 export class TraceError extends Data.TaggedError("TraceError")<{
@@ -21,6 +40,7 @@ export class TraceError extends Data.TaggedError("TraceError")<{
   /** The index of the bad event in the `events` array, when the problem is an event. */
   readonly event?: number
   readonly detail: string
+  readonly reason?: TraceErrorReason
 }> {
   override get message(): string {
     return this.event === undefined
@@ -99,122 +119,241 @@ export interface Trace {
   readonly recorded: ReadonlyArray<RecordedDriverEvent>
 }
 
-const describe = (v: unknown): string => {
-  const s = JSON.stringify(v)
+/**
+ * A value for an error message: JSON, cut to 80 characters; never throws (a value nested too
+ * deep for `JSON.stringify` is named as such).
+ */
+export const describe = (v: unknown): string => {
+  let s: string | undefined
+  try {
+    s = JSON.stringify(v)
+  } catch {
+    return Array.isArray(v) ? "an array nested too deep to show" : "a value that cannot be shown"
+  }
   return s === undefined ? String(v) : s.length > 80 ? `${s.slice(0, 77)}...` : s
 }
 
+/** A trace's header: everything but its events. @category models */
+export type Header = Omit<typeof TraceHeader.Type, "events">
+
 /**
- * Decodes a parsed `gmlake-trace/1` document. `file` names the source in error messages.
+ * Validates a header with Schema. `events` is not part of it (Note [Trace validation]): pass the
+ * header's other keys, and `events: []` in place of the events.
  * @category decoding
  */
-export const decodeTrace = (file: string, doc: unknown): Result.Result<Trace, TraceError> => {
-  const header = Schema.decodeUnknownResult(TraceHeader)(doc, { errors: "all" })
-  if (Result.isFailure(header)) {
-    const issues = SchemaIssue.makeFormatterStandardSchemaV1()(header.failure.issue).issues
-    const detail = issues
-      .map((i) => `${i.path && i.path.length > 0 ? i.path.map(String).join(".") : "<root>"}: ${i.message}`)
-      .join("; ")
-    return Result.fail(new TraceError({ file, detail: `not a gmlake-trace/1 document: ${detail}` }))
+export const decodeHeader = (file: string, value: unknown): Result.Result<Header, TraceError> => {
+  const header = Schema.decodeUnknownResult(TraceHeader)(value, { errors: "all" })
+  if (Result.isSuccess(header)) return Result.succeed(header.success)
+  const issues = SchemaIssue.makeFormatterStandardSchemaV1()(header.failure.issue).issues
+  const detail = issues
+    .map((i) => `${i.path && i.path.length > 0 ? i.path.map(String).join(".") : "<root>"}: ${i.message}`)
+    .join("; ")
+  return Result.fail(new TraceError({ file, detail: `not a gmlake-trace/1 document: ${detail}`, reason: "invalid" }))
+}
+
+/** An event for a message: its kept elements, and "..." for those not kept. */
+const shown = (e: ArrayLike<unknown>, n: number) =>
+  describe(Array.from({ length: Math.min(n, e.length) }, (_, k) => e[k]).concat(n > e.length ? ["..."] : []))
+
+const LIVE = 1
+const FREED = 2
+const DONE = 3
+
+const isId = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0
+
+/**
+ * Builds a `Trace` event by event, checking the sequence as it goes (Note [Trace validation]);
+ * every decoder (JSON, snapshots, documents in memory) feeds one. A bad event throws a
+ * `TraceError` naming it.
+ * @category decoding
+ */
+export class TraceBuilder {
+  readonly file: string
+  /** Request events so far. */
+  length = 0
+  private readonly opCol = new Column(Uint8Array)
+  private readonly idCol = new Column(Int32Array)
+  private readonly sizeCol = new Column(Float64Array)
+  private readonly streamCol = new Column(Int32Array)
+  /** Per allocation: LIVE, FREED (awaiting its F, if any) or DONE. */
+  private readonly stateCol = new Column(Uint8Array)
+  private readonly streamOfCol = new Column(Uint16Array)
+  private readonly index = new IdIndex()
+  private maxStream = 0
+  private readonly recorded: Array<RecordedDriverEvent> = []
+
+  constructor(file: string) {
+    this.file = file
   }
-  const h = header.success
-  const events = h.events
-  const n = events.length
-  const op = new Uint8Array(n)
-  const id = new Int32Array(n)
-  const size = new Float64Array(n)
-  const stream = new Int32Array(n)
-  const recorded: Array<RecordedDriverEvent> = []
-  // Per original id: dense index; state 1 = live, 2 = freed (awaiting F if deferred), 3 = done.
-  const dense = new Map<number, number>()
-  const state: Array<number> = []
-  const streamOf: Array<number> = []
-  const deferredList: Array<number> = []
-  let length = 0
-  let maxStream = 0
-  const bad = (i: number, detail: string) => Result.fail(new TraceError({ file, event: i, detail }))
-  const isId = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0
-  for (let i = 0; i < n; i++) {
-    const e = events[i]
-    if (!Array.isArray(e) || e.length === 0) return bad(i, `expected an array such as ["a", id, bytes], got ${describe(e)}`)
+
+  /** Allocations so far. */
+  get allocs(): number {
+    return this.index.size
+  }
+
+  private fail(event: number, detail: string, reason: TraceErrorReason = "invalid"): never {
+    throw new TraceError({ file: this.file, event, detail, reason })
+  }
+
+  private room(): void {
+    const n = this.length + 1
+    if (n > MAX_EVENTS) this.fail(this.length, `more than ${MAX_EVENTS} request events: too large`, "too-large")
+    if (n > this.opCol.capacity) {
+      this.opCol.grow(n)
+      this.idCol.grow(n)
+      this.sizeCol.grow(n)
+      this.streamCol.grow(n)
+    }
+  }
+
+  /** `["a", id, bytes, stream]`, values already known to be of the right kinds. */
+  alloc(event: number, rawId: number, bytes: number, stream: number): void {
+    if (this.index.get(rawId) !== -1) this.fail(event, `allocation id ${rawId} is used twice`)
+    this.room()
+    const d = this.index.add(rawId)
+    if (d >= this.stateCol.capacity) {
+      this.stateCol.grow(d + 1)
+      this.streamOfCol.grow(d + 1)
+    }
+    this.stateCol.set(d, LIVE)
+    this.streamOfCol.set(d, stream)
+    if (stream > this.maxStream) this.maxStream = stream
+    const i = this.length++
+    this.opCol.set(i, Op.alloc)
+    this.idCol.set(i, d)
+    this.sizeCol.set(i, bytes)
+    this.streamCol.set(i, stream)
+  }
+
+  /** `["f", id]` (`complete` false) or `["F", id]`. */
+  free(event: number, rawId: number, complete: boolean): void {
+    const kind = complete ? "F" : "f"
+    const d = this.index.get(rawId)
+    if (d === -1) this.fail(event, `"${kind}" of allocation ${rawId}, which was never allocated`)
+    const state = this.stateCol.get(d)
+    if (!complete) {
+      if (state !== LIVE) this.fail(event, `"f" of allocation ${rawId}, which is already freed`)
+      this.stateCol.set(d, FREED)
+    } else {
+      if (state === LIVE) this.fail(event, `"F" of allocation ${rawId} before its "f"`)
+      if (state === DONE) this.fail(event, `"F" of allocation ${rawId} given twice`)
+      this.stateCol.set(d, DONE)
+    }
+    this.room()
+    const i = this.length++
+    this.opCol.set(i, complete ? Op.complete : Op.free)
+    this.idCol.set(i, d)
+    this.sizeCol.set(i, 0)
+    this.streamCol.set(i, this.streamOfCol.get(d))
+  }
+
+  /** One of PyTorch's recorded driver actions (`S`, `s`, `M`, `m`). */
+  driver(kind: RecordedDriverEvent["kind"], bytes: number): void {
+    this.recorded.push({ kind, bytes, before: this.length })
+  }
+
+  /**
+   * One event as decoded JSON: its first `n` elements are in `e` (`n` may exceed what `e`
+   * holds when the event was too long to keep; it is then refused).
+   */
+  event(i: number, e: ArrayLike<unknown>, n: number): void {
+    if (n === 0) this.fail(i, `expected an array such as ["a", id, bytes], got []`)
     const kind = e[0]
     switch (kind) {
       case "a": {
-        if (e.length !== 3 && e.length !== 4) return bad(i, `"a" takes [id, bytes] or [id, bytes, stream], got ${describe(e)}`)
-        const [, rawId, bytes, s = 0] = e as Array<unknown>
-        if (!isId(rawId)) return bad(i, `allocation id must be a non-negative integer, got ${describe(rawId)}`)
+        if (n !== 3 && n !== 4) this.fail(i, `"a" takes [id, bytes] or [id, bytes, stream], got ${shown(e, n)}`)
+        const rawId = e[1]
+        const bytes = e[2]
+        const s = n === 4 ? e[3] : 0
+        if (!isId(rawId)) this.fail(i, `allocation id must be a non-negative integer, got ${describe(rawId)}`)
         if (typeof bytes !== "number" || !Number.isSafeInteger(bytes) || bytes < 0) {
-          return bad(i, `size of allocation ${rawId} must be a non-negative integer, got ${describe(bytes)}`)
+          this.fail(i, `size of allocation ${rawId} must be a non-negative integer, got ${describe(bytes)}`)
         }
-        if (!isId(s) || s > 0xffff) return bad(i, `stream of allocation ${rawId} must be a small non-negative integer, got ${describe(s)}`)
-        if (dense.has(rawId)) return bad(i, `allocation id ${rawId} is used twice`)
-        const d = state.length
-        dense.set(rawId, d)
-        state.push(1)
-        streamOf.push(s)
-        if (s > maxStream) maxStream = s
-        op[length] = Op.alloc
-        id[length] = d
-        size[length] = bytes
-        stream[length] = s
-        length++
-        break
+        if (!isId(s) || s > 0xffff) {
+          this.fail(i, `stream of allocation ${rawId} must be an integer from 0 to 65535, got ${describe(s)}`)
+        }
+        this.alloc(i, rawId, bytes, s)
+        return
       }
       case "f":
       case "F": {
-        if (e.length !== 2) return bad(i, `"${kind}" takes [id], got ${describe(e)}`)
+        if (n !== 2) this.fail(i, `"${kind}" takes [id], got ${shown(e, n)}`)
         const rawId = e[1]
-        if (!isId(rawId)) return bad(i, `allocation id must be a non-negative integer, got ${describe(rawId)}`)
-        const d = dense.get(rawId)
-        if (d === undefined) return bad(i, `"${kind}" of allocation ${rawId}, which was never allocated`)
-        if (kind === "f") {
-          if (state[d] !== 1) return bad(i, `"f" of allocation ${rawId}, which is already freed`)
-          state[d] = 2
-          op[length] = Op.free
-        } else {
-          if (state[d] === 1) return bad(i, `"F" of allocation ${rawId} before its "f"`)
-          if (state[d] === 3) return bad(i, `"F" of allocation ${rawId} given twice`)
-          state[d] = 3
-          deferredList.push(d)
-          op[length] = Op.complete
-        }
-        id[length] = d
-        stream[length] = streamOf[d]!
-        length++
-        break
+        if (!isId(rawId)) this.fail(i, `allocation id must be a non-negative integer, got ${describe(rawId)}`)
+        this.free(i, rawId, kind === "F")
+        return
       }
       case "S":
       case "s":
       case "M":
       case "m": {
         const bytes = e[1]
-        if (e.length !== 2 || typeof bytes !== "number" || !Number.isSafeInteger(bytes) || bytes < 0) {
-          return bad(i, `"${kind}" takes [bytes] with a non-negative integer, got ${describe(e)}`)
+        if (n !== 2 || typeof bytes !== "number" || !Number.isSafeInteger(bytes) || bytes < 0) {
+          this.fail(i, `"${kind}" takes [bytes] with a non-negative integer, got ${shown(e, n)}`)
         }
-        recorded.push({ kind, bytes, before: length })
-        break
+        this.driver(kind, bytes)
+        return
       }
       default:
-        return bad(i, `unknown operation ${describe(kind)} (expected "a", "f", "F", "S", "s", "M" or "m")`)
+        this.fail(i, `unknown operation ${describe(kind)} (expected "a", "f", "F", "S", "s", "M" or "m")`)
     }
   }
-  const deferred = new Uint8Array(state.length)
-  for (const d of deferredList) deferred[d] = 1
-  return Result.succeed({
-    file,
-    workload: h.workload,
-    description: h.description ?? "",
-    device: typeof h.source?.["device"] === "string" ? (h.source["device"] as string) : undefined,
-    native: h.pytorch?.native,
-    expandable: h.pytorch?.expandable_segments,
-    length,
-    op: op.subarray(0, length),
-    id: id.subarray(0, length),
-    size: size.subarray(0, length),
-    stream: stream.subarray(0, length),
-    deferred,
-    allocs: state.length,
-    streams: maxStream + 1,
-    recorded
-  })
+
+  /** The trace, once every event is in. The builder must not be used afterwards. */
+  finish(header: Header): Trace {
+    const allocs = this.index.size
+    const length = this.length
+    // The state column becomes the deferred column in place: an allocation is deferred when its
+    // `F` was given.
+    const deferred = this.stateCol.take(allocs)
+    for (let d = 0; d < allocs; d++) deferred[d] = deferred[d] === DONE ? 1 : 0
+    this.streamOfCol.take(0)
+    const source = header.source
+    return {
+      file: this.file,
+      workload: header.workload,
+      description: header.description ?? "",
+      device: typeof source?.["device"] === "string" ? (source["device"] as string) : undefined,
+      native: header.pytorch?.native,
+      expandable: header.pytorch?.expandable_segments,
+      length,
+      op: this.opCol.take(length),
+      id: this.idCol.take(length),
+      size: this.sizeCol.take(length),
+      stream: this.streamCol.take(length),
+      deferred,
+      allocs,
+      streams: this.maxStream + 1,
+      recorded: this.recorded
+    }
+  }
+}
+
+/**
+ * Decodes a `gmlake-trace/1` document already in memory. `file` names the source in error
+ * messages. Files go through `File.ts`, which never holds the whole document.
+ * @category decoding
+ */
+export const decodeTrace = (file: string, doc: unknown): Result.Result<Trace, TraceError> => {
+  if (typeof doc !== "object" || doc === null || Array.isArray(doc)) {
+    return Result.fail(new TraceError({ file, detail: `not a gmlake-trace/1 document: expected an object, got ${describe(doc)}`, reason: "invalid" }))
+  }
+  const { events, ...rest } = doc as Record<string, unknown>
+  const header = decodeHeader(file, { ...rest, events: Array.isArray(events) ? [] : events })
+  if (Result.isFailure(header)) return Result.fail(header.failure)
+  const builder = new TraceBuilder(file)
+  const list = events as ReadonlyArray<unknown>
+  for (let i = 0; i < list.length; i++) {
+    const e = list[i]
+    if (!Array.isArray(e)) {
+      return Result.fail(new TraceError({ file, event: i, detail: `expected an array such as ["a", id, bytes], got ${describe(e)}`, reason: "invalid" }))
+    }
+    try {
+      builder.event(i, e, e.length)
+    } catch (error) {
+      if (error instanceof TraceError) return Result.fail(error)
+      throw error
+    }
+  }
+  return Result.succeed(builder.finish(header.success))
 }
