@@ -40,7 +40,10 @@ export class DriverError extends Data.TaggedError("DriverError")<{
 }
 
 /**
- * An allocation could not be served, even after the cache was emptied.
+ * An allocation could not be served, even after the cache was emptied; or, with `deviceFree`
+ * set, it was refused before any driver call because the device cannot hold it even with
+ * everything the allocator caches given back (Note [Refusing what cannot fit] in
+ * `adaptors/Admission.ts`).
  * @category errors
  */
 export class OutOfMemoryError extends Data.TaggedError("OutOfMemoryError")<{
@@ -50,8 +53,16 @@ export class OutOfMemoryError extends Data.TaggedError("OutOfMemoryError")<{
   readonly free: number
   readonly largestFreeBlock: number
   readonly capacity: number
+  /** Set when refused up front: the device's free memory (`cuMemGetInfo`) at the refusal. */
+  readonly deviceFree?: number
 }> {
   override get message(): string {
+    if (this.deviceFree !== undefined) {
+      return `out of memory: requested ${formatBytes(this.requested)} (${this.requested} B) on stream ${this.stream}, ` +
+        `more than the device can hold: capacity ${formatBytes(this.capacity)} (${this.capacity} B), ` +
+        `free ${formatBytes(this.deviceFree)} + ${formatBytes(this.reserved)} held by this allocator; ` +
+        "refused before any driver call"
+    }
     return `out of memory: requested ${formatBytes(this.requested)} (${this.requested} B) on stream ${this.stream}; ` +
       `reserved ${formatBytes(this.reserved)}, free in the allocator's cache ${formatBytes(this.free)}, ` +
       `largest free block ${formatBytes(this.largestFreeBlock)}, device capacity ${formatBytes(this.capacity)}`
@@ -69,7 +80,10 @@ export class InvalidBlockError extends Data.TaggedError("InvalidBlockError")<{
   readonly detail: string
 }> {
   override get message(): string {
-    return `${this.operation} of block ${this.block}: ${this.detail}`
+    // A value that is not a block id at all (null, a string...) has no number to show.
+    return Number.isNaN(this.block)
+      ? `${this.operation}: ${this.detail}`
+      : `${this.operation} of block ${this.block}: ${this.detail}`
   }
 }
 

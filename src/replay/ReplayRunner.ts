@@ -5,7 +5,6 @@
  */
 import { Deferred, Effect, Exit, Fiber, Layer } from "effect"
 import type { PolicyName } from "../domain/Allocator.ts"
-import { CrossStreamAllocator } from "../domain/adaptors/CrossStream.ts"
 import { makeAllocator, type PolicyOptions } from "../domain/policies/Policies.ts"
 import { Replayer, type TimelineProbe } from "./Replay.ts"
 import type { Timeline } from "./Timeline.ts"
@@ -168,7 +167,7 @@ export const replayWith = <E>(
   const allocatorLayer = GpuAllocator.layer((port) => {
     metered = new MeteredPort(port)
     const a = makeAllocator(policy, metered, policyOptions, port)
-    crossStream = a instanceof CrossStreamAllocator
+    crossStream = policyOptions.crossStream === true
     return a
   })
   const session = Effect.gen(function*() {

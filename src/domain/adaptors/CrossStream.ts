@@ -29,7 +29,8 @@
  */
 import type { Allocator, PolicyCounters, PolicyName } from "../Allocator.ts"
 import { BestFit } from "../policies/pytorch/BestFit.ts"
-import { InvalidBlockError, InvalidRequestError, OutOfMemoryError } from "../Errors.ts"
+import { InvalidBlockError, OutOfMemoryError } from "../Errors.ts"
+import { checkStream, relabel } from "../Request.ts"
 import type { StreamPort } from "../StreamPort.ts"
 import type { Address, BlockId } from "../Units.ts"
 
@@ -142,9 +143,7 @@ export class CrossStreamAllocator implements Allocator {
   }
 
   malloc(size: number, stream: number): BlockId {
-    if (!(Number.isInteger(stream) && stream >= 0)) {
-      throw new InvalidRequestError({ detail: `stream ${stream} is not a non-negative integer` })
-    }
+    checkStream(stream)
     if (stream !== this.firstStream) {
       if (this.firstStream < 0) this.firstStream = stream
       else if (!this.multi) {
@@ -193,7 +192,11 @@ export class CrossStreamAllocator implements Allocator {
 
   free(block: BlockId, deferred?: boolean): void {
     this.check(block, "free")
-    this.inner.size(block) // InvalidBlockError for a block that is not live
+    try {
+      this.inner.size(block) // InvalidBlockError for a block that is not live
+    } catch (e) {
+      throw relabel(e, "free")
+    }
     if (deferred === true) {
       this.state.set(block, GUARDED)
       return

@@ -7,6 +7,7 @@
  */
 import type { Allocator, PolicyCounters, PolicyName } from "../Allocator.ts"
 import { OutOfMemoryError } from "../Errors.ts"
+import { relabel } from "../Request.ts"
 import type { Address, BlockId } from "../Units.ts"
 
 /** A snapshot of an allocator's statistics. @category models */
@@ -62,7 +63,13 @@ export class StatsAllocator implements Allocator {
     return b
   }
   free(block: BlockId, deferred?: boolean): void {
-    const size = this.inner.size(block)
+    let size: number
+    try {
+      size = this.inner.size(block)
+    } catch (e) {
+      // The lookup is ours; the caller asked for a free.
+      throw relabel(e, "free")
+    }
     this.inner.free(block, deferred)
     this.frees++
     this.live--

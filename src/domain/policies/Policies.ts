@@ -4,6 +4,7 @@
  * @since 0.1.0
  */
 import type { Allocator, PolicyName } from "../Allocator.ts"
+import { AdmissionAllocator } from "../adaptors/Admission.ts"
 import { CrossStreamAllocator } from "../adaptors/CrossStream.ts"
 import type { DriverPort } from "../DriverPort.ts"
 import type { StreamPort } from "../StreamPort.ts"
@@ -29,7 +30,8 @@ export interface PolicyOptions {
 }
 
 /**
- * A fresh allocator of policy `name` over `port`.
+ * A fresh allocator of policy `name` over `port`, behind the admission checks that every entry
+ * point shares (arguments, and Note [Refusing what cannot fit]).
  * @category constructors
  */
 export const makeAllocator = (
@@ -43,7 +45,8 @@ export const makeAllocator = (
     : name === "expandable"
     ? new ExpandableAllocator(port, options.expandable)
     : new StitchingAllocator(port, options.gmlake, streams)
-  return options.crossStream === true && streams !== undefined ? new CrossStreamAllocator(core, streams) : core
+  const shared = options.crossStream === true && streams !== undefined ? new CrossStreamAllocator(core, streams) : core
+  return new AdmissionAllocator(shared, port)
 }
 
 /** Parses a policy name, or `undefined`. @category parsing */

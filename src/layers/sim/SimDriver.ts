@@ -6,10 +6,19 @@
  *
  * Note [Simulated address space]
  * ------------------------------
- * Virtual reservations and `memAlloc` allocations get realistic 47-bit addresses from two
- * disjoint regions, placed first-fit in address order over the holes freed before, as the CUDA
- * driver's VA allocator roughly does. Policies must not depend on them (the CUDA layer returns
- * other addresses); they exist so that tests can check overlap and translation exactly.
+ * Virtual reservations and `memAlloc` allocations get addresses from two disjoint regions,
+ * placed first-fit in address order over the holes freed before, as the CUDA driver's VA
+ * allocator roughly does. Policies must not depend on them (the CUDA layer returns other
+ * addresses); they exist so that tests can check overlap and translation exactly. Both regions
+ * start where a 47-bit address space would put them, so a device of ordinary size sees
+ * realistic addresses, and reach to 2^51 and 2^52: the reservations of every policy must fit
+ * (expandable segments reserve 1 1/8 of the device per stream and pool, stitched views add
+ * ranges of their own) for every device of a system, and addresses must stay exact doubles
+ * (below 2^53). A simulated device holds at most `maxSimCapacity`, 4 TiB: fourteen times the
+ * largest GPU made today, small enough that the policies' per-page bookkeeping of a whole device
+ * stays affordable, and the reservations of a system of 16 such devices, with several streams
+ * each, fit the address space many times over. A larger capacity is refused where the device
+ * is built, instead of failing every allocation later (as it did above 32 TiB, the old window).
  *
  * Note [Simulated physical memory]
  * --------------------------------
@@ -120,8 +129,6 @@ export interface Ledger {
   readonly physicalBytes: number
 }
 
-// About 32 TiB of virtual space: PyTorch's expandable segments reserve more than the device
-// per stream and pool, and several devices' worth of stitched views must fit.
 /** A ledger with nothing alive. @category constructors */
 export const emptyLedger: Ledger = {
   chunks: 0,
@@ -133,10 +140,21 @@ export const emptyLedger: Ledger = {
   physicalBytes: 0
 }
 
+// Note [Simulated address space]
 const VA_BASE = 0x5e00_0000_0000
-const VA_LIMIT = 0x7e00_0000_0000
-const ALLOC_BASE = 0x7e00_0000_0000
-const ALLOC_LIMIT = 0x7fff_0000_0000
+const VA_LIMIT = 2 ** 51
+const ALLOC_BASE = 2 ** 51
+const ALLOC_LIMIT = 2 ** 52
+
+/**
+ * The driver's granularity on the GPUs this project runs on (`cuMemGetAllocationGranularity`,
+ * 2 MiB on H100 and H200): a simulated device's granularity is this or a multiple of it.
+ * @category constants
+ */
+export const driverGranularity = MiB(2)
+
+/** The largest simulated device (Note [Simulated address space]). @category constants */
+export const maxSimCapacity = 4 * 1024 * GiB(1)
 
 /** First-fit placement over an address window, with freed holes reused. */
 class AddressSpace {
@@ -253,11 +271,23 @@ export class SimDriver implements DriverPort, StreamPort {
     this.faultRate = options.faultRate ?? 0
     this.random = mulberry32(options.seed ?? 1)
     this.eventLatency = options.eventLatency ?? 8
-    if (!(this.granularity > 0 && Number.isInteger(this.granularity))) {
-      fail("SimDriver", "InvalidValue", `granularity must be a positive integer, got ${this.granularity}`)
+    // The real driver maps and creates only in multiples of its own granularity; a simulated
+    // one of 3 B or 1 KiB would make every policy track millions of chunks per gigabyte.
+    if (!(Number.isSafeInteger(this.granularity) && this.granularity > 0 && this.granularity % driverGranularity === 0)) {
+      fail("SimDriver", "InvalidValue",
+        `granularity must be the driver's, ${formatBytes(driverGranularity)} (${driverGranularity} B), or a multiple of it; got ${this.granularity}`)
     }
-    if (!(this.capacity >= 0 && Number.isInteger(this.capacity))) {
-      fail("SimDriver", "InvalidValue", `capacity must be a non-negative integer, got ${this.capacity}`)
+    if (!(Number.isSafeInteger(this.capacity) && this.capacity >= this.granularity)) {
+      fail("SimDriver", "InvalidValue",
+        `capacity must be an integer number of bytes of at least one granule (${formatBytes(this.granularity)}); got ${this.capacity}`)
+    }
+    if (this.capacity > maxSimCapacity) {
+      fail("SimDriver", "InvalidValue",
+        `capacity ${formatBytes(this.capacity)} is more than the simulator's largest device, ${formatBytes(maxSimCapacity)} ` +
+          "(its virtual address space must hold every policy's reservations)")
+    }
+    if (!(this.faultRate >= 0 && this.faultRate <= 1)) {
+      fail("SimDriver", "InvalidValue", `faultRate must be a fraction from 0 to 1, got ${this.faultRate}`)
     }
     this.space.devices.push(this)
   }
@@ -315,11 +345,16 @@ export class SimDriver implements DriverPort, StreamPort {
 
   // --- fault injection -------------------------------------------------------------------------
 
-  /** Fails an acquiring call at the configured rate, as the real driver can. */
-  private maybeFault(call: string, reason: DriverFailureReason): void {
+  /**
+   * Fails an acquiring call at the configured rate, as the real driver can. An injected fault is
+   * `Unknown` (CUDA_ERROR_UNKNOWN), never `OutOfMemory`: the device had the memory, and the
+   * allocator must report the driver's failure as such, not as the device being full (policies
+   * only turn `OutOfMemory` refusals into `OutOfMemoryError`).
+   */
+  private maybeFault(call: string): void {
     if (this.faultRate > 0 && this.random() < this.faultRate) {
       this.faults++
-      fail(call, reason, "injected fault")
+      fail(call, "Unknown", "injected fault")
     }
   }
 
@@ -342,7 +377,7 @@ export class SimDriver implements DriverPort, StreamPort {
       fail("cuMemCreate", "OutOfMemory",
         `${formatBytes(bytes)} requested, ${formatBytes(this.capacity - this.physical)} of ${formatBytes(this.capacity)} free`)
     }
-    this.maybeFault("cuMemCreate", "OutOfMemory")
+    this.maybeFault("cuMemCreate")
     const handle = this.space.nextHandle++
     this.space.chunks.set(handle, { handle, bytes, location: this.index, mappings: 0, released: false, data: undefined })
     this.physical += bytes
@@ -371,7 +406,7 @@ export class SimDriver implements DriverPort, StreamPort {
 
   addressReserve(bytes: number): Address {
     this.checkSize("cuMemAddressReserve", bytes)
-    this.maybeFault("cuMemAddressReserve", "OutOfMemory")
+    this.maybeFault("cuMemAddressReserve")
     const base = this.space.va.take(bytes, this.granularity)
     if (base === undefined) return fail("cuMemAddressReserve", "OutOfMemory", `no ${formatBytes(bytes)} of virtual space left`)
     this.space.ranges.set(base, { base, bytes, owner: this.index, maps: [] })
@@ -435,7 +470,7 @@ export class SimDriver implements DriverPort, StreamPort {
     if ((prev !== undefined && prev.offset + prev.bytes > offset) || (next !== undefined && next.offset < offset + bytes)) {
       fail("cuMemMap", "InvalidValue", `[0x${va.toString(16)}, +${bytes}) overlaps an existing mapping`)
     }
-    this.maybeFault("cuMemMap", "OutOfMemory")
+    this.maybeFault("cuMemMap")
     range.maps.splice(i, 0, { offset, bytes, handle, access: 0 })
     chunk!.mappings++
     this.record("memMap", va, bytes, handle)
@@ -489,7 +524,7 @@ export class SimDriver implements DriverPort, StreamPort {
         })
       }
     }
-    this.maybeFault("cuMemSetAccess", "InvalidValue")
+    this.maybeFault("cuMemSetAccess")
     for (let k = from; k < i; k++) range.maps[k]!.access |= this.bit
     this.record("setAccess", va, bytes, 0)
   }
@@ -502,7 +537,7 @@ export class SimDriver implements DriverPort, StreamPort {
       fail("cuMemAlloc", "OutOfMemory",
         `${formatBytes(bytes)} requested, ${formatBytes(this.capacity - this.physical)} of ${formatBytes(this.capacity)} free`)
     }
-    this.maybeFault("cuMemAlloc", "OutOfMemory")
+    this.maybeFault("cuMemAlloc")
     const va = this.space.allocSpace.take(bytes, 512)
     if (va === undefined) return fail("cuMemAlloc", "OutOfMemory", "no virtual space left")
     this.allocations.set(va, bytes)

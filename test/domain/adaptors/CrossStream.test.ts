@@ -2,6 +2,7 @@
  * Cross-stream reuse (Note [Cross-stream reuse]) over every policy: random multi-stream programs
  * against a shadow model that knows which freed blocks may still be in use by their stream.
  */
+import { AdmissionAllocator } from "../../../src/domain/adaptors/Admission.ts"
 import { describe, expect, it } from "@effect/vitest"
 import * as fc from "fast-check"
 import { policyNames } from "../../../src/domain/Allocator.ts"
@@ -89,7 +90,9 @@ describe.each(policyNames)("cross-stream reuse: %s", (policy) => {
             eventDestroy: (e) => sim.eventDestroy(e)
           }
           const a = makeAllocator(policy, new MeteredPort(sim), { crossStream: true }, watched)
-          expect(a).toBeInstanceOf(CrossStreamAllocator)
+          expect(a).toBeInstanceOf(AdmissionAllocator)
+          const shared = (a as AdmissionAllocator).inner as CrossStreamAllocator
+          expect(shared).toBeInstanceOf(CrossStreamAllocator)
           const live = new Map<BlockId, Held>()
           const guarded = new Map<BlockId, Held>()
           // Freed blocks whose memory their stream may still be using, with their event.
@@ -158,7 +161,7 @@ describe.each(policyNames)("cross-stream reuse: %s", (policy) => {
           for (const b of guarded.keys()) a.complete(b)
           for (const b of live.keys()) a.free(b)
           a.emptyCache()
-          expect((a as CrossStreamAllocator).pending()).toBe(0)
+          expect(shared.pending()).toBe(0)
           expect(sim.ledger().physicalBytes).toBe(0)
           expect(sim.ledger().events).toBe(0)
         }

@@ -83,12 +83,12 @@ describe("expandable: pages", () => {
   })
 
   it("rounds pages up to the granularity", () => {
-    const { a, steps, sim } = setup({ granularity: MiB(3) })
-    expect(a.smallPage).toBe(MiB(3))
-    expect(a.largePage).toBe(MiB(21))
+    const { a, steps, sim } = setup({ granularity: MiB(6) })
+    expect(a.smallPage).toBe(MiB(6))
+    expect(a.largePage).toBe(MiB(24))
     const x = a.malloc(1, 0)
     const y = a.malloc(MiB(5), 0)
-    expect(steps("memCreate").map((s) => s.a)).toEqual([MiB(3), MiB(21)])
+    expect(steps("memCreate").map((s) => s.a)).toEqual([MiB(6), MiB(24)])
     expect(sim.translate(a.address(x), 1)).toHaveLength(1)
     expect(sim.translate(a.address(y), MiB(5))).toHaveLength(1)
   })

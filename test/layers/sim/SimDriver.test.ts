@@ -1,7 +1,9 @@
 import { describe, expect, it } from "@effect/vitest"
 import { DriverError } from "../../../src/domain/Errors.ts"
 import type { Address, ChunkHandle } from "../../../src/domain/Units.ts"
-import { SimDriver } from "../../../src/layers/sim/SimDriver.ts"
+import { policyNames } from "../../../src/domain/Allocator.ts"
+import { makeAllocator } from "../../../src/domain/policies/Policies.ts"
+import { maxSimCapacity, SimDriver } from "../../../src/layers/sim/SimDriver.ts"
 
 const MiB = 1024 * 1024
 const G = 2 * MiB
@@ -167,5 +169,45 @@ describe("SimDriver", () => {
     failsWith(() => d.streamDestroy(s), "cuStreamDestroy", "InvalidValue")
     failsWith(() => d.eventRecord(s), "cuEventRecord", "InvalidValue")
     expect(d.liveHandles()).toBe(0)
+  })
+
+  it.each([1, 3, 16, 4096, MiB, 3 * MiB, 2.5 * MiB, 0, -G, Number.NaN])("refuses granularity %s where the device is built", (granularity) => {
+    const e = failsWith(() => new SimDriver({ granularity }), "SimDriver", "InvalidValue")
+    expect(e.detail).toMatch(/granularity must be the driver's, 2.00 MiB \(2097152 B\), or a multiple of it/)
+  })
+
+  it("takes the driver's granularity and its multiples", () => {
+    for (const granularity of [G, 2 * G, 16 * G]) expect(new SimDriver({ granularity }).granularity).toBe(granularity)
+  })
+
+  it.each([0, G - 1, 1.5, maxSimCapacity + G, 2 ** 53])("refuses capacity %s where the device is built", (capacity) => {
+    const e = failsWith(() => new SimDriver({ capacity }), "SimDriver", "InvalidValue")
+    expect(e.detail).toMatch(/capacity/)
+  })
+
+  it.each([-0.1, 1.5, Number.NaN])("refuses fault rate %s", (faultRate) => {
+    failsWith(() => new SimDriver({ faultRate }), "SimDriver", "InvalidValue")
+  })
+
+  // Every allocation failed above the old 32 TiB address window: the window now holds the
+  // reservations of the largest device for every policy, on several streams.
+  it.each(policyNames)("serves allocations on the largest simulated device (%s)", (policy) => {
+    const d = new SimDriver({ capacity: maxSimCapacity })
+    const a = makeAllocator(policy, d)
+    const blocks = []
+    for (let stream = 0; stream < 4; stream++) {
+      blocks.push(a.malloc(MiB, stream), a.malloc(1024 * G, stream))
+    }
+    for (const b of blocks) a.free(b)
+    a.emptyCache()
+    expect(d.liveHandles()).toBe(0)
+  })
+
+  it("serves a system of the largest devices", () => {
+    const devices = SimDriver.system(Array.from({ length: 16 }, () => ({ capacity: maxSimCapacity })))
+    for (const d of devices) {
+      const a = makeAllocator("expandable", d)
+      for (let stream = 0; stream < 2; stream++) a.free(a.malloc(1024 * G, stream))
+    }
   })
 })

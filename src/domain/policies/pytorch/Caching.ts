@@ -60,6 +60,7 @@ import { BestFit } from "./BestFit.ts"
 import type { DriverPort } from "../../DriverPort.ts"
 import { DriverError, InvalidBlockError, InvalidRequestError, OutOfMemoryError } from "../../Errors.ts"
 import { grownF64, grownI32, SlotTable } from "../../SlotTable.ts"
+import { checkSize, checkStream } from "../../Request.ts"
 import { type Address, type BlockId, MiB } from "../../Units.ts"
 
 // --- PyTorch's constants -------------------------------------------------------------------------
@@ -262,12 +263,8 @@ export class BlockTable extends SlotTable {
 
 /** Checks a request before anything is decided. @category internals */
 export const checkRequest = (size: number, stream: number): void => {
-  if (!(Number.isSafeInteger(size) && size > 0)) {
-    throw new InvalidRequestError({ detail: `size must be a positive integer number of bytes, got ${size}` })
-  }
-  if (!(Number.isSafeInteger(stream) && stream >= 0 && stream < 2 ** 31)) {
-    throw new InvalidRequestError({ detail: `stream must be a non-negative integer, got ${stream}` })
-  }
+  checkSize(size)
+  checkStream(stream)
 }
 
 /** Whether a driver failure is the device being out of memory (the recoverable kind). @category internals */
