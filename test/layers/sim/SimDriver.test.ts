@@ -180,7 +180,7 @@ describe("SimDriver", () => {
     for (const granularity of [G, 2 * G, 16 * G]) expect(new SimDriver({ granularity }).granularity).toBe(granularity)
   })
 
-  it.each([0, G - 1, 1.5, maxSimCapacity + G, 2 ** 53])("refuses capacity %s where the device is built", (capacity) => {
+  it.each([-1, 1.5, Number.NaN, maxSimCapacity + G, 2 ** 53])("refuses capacity %s where the device is built", (capacity) => {
     const e = failsWith(() => new SimDriver({ capacity }), "SimDriver", "InvalidValue")
     expect(e.detail).toMatch(/capacity/)
   })
