@@ -156,7 +156,10 @@ export const config = Flag.String("config").pipe(
 
 /** `--cross-stream on|off`. @category flags */
 export const crossStream = Flag.Literals("cross-stream", ["on", "off"]).pipe(
-  Flag.withDescription("safe cross-stream reuse: one pool for all streams, frees guarded by events (default off)"),
+  Flag.withDescription(
+    "on: one pool for all streams, frees guarded by events (any policy); off: every stream keeps to its own " +
+      "memory, gmlake's cross-stream adoption off too (default: gmlake adopts chunks other streams are done with)"
+  ),
   Flag.optional
 )
 

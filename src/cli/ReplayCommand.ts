@@ -7,6 +7,7 @@ import { Console, Effect, Option, Result } from "effect"
 import { Argument, Command } from "effect/cli"
 import type { PolicyName } from "../domain/Allocator.ts"
 import type { PolicyOptions } from "../domain/policies/Policies.ts"
+import { defaultStitchingConfig, StitchingConfig } from "../domain/policies/gmlake/StitchingConfig.ts"
 import { emptySettings, inapplicableKeys, parseSettings, type Settings, settingsText } from "../domain/Settings.ts"
 import { replayCuda, replaySim, type ReplayReport } from "../replay/ReplayRunner.ts"
 import type { SimDriverOptions } from "../layers/sim/SimDriver.ts"
@@ -53,10 +54,13 @@ export const resolvePolicyOptions = (
     const merged = decode(settingsText(env.success, flag.success), "--config")
     if (Result.isFailure(merged)) return Effect.fail(merged.failure)
     const s = merged.success
+    // `--cross-stream off`: no memory crosses streams at all, gmlake's adoption included.
+    const off = Option.isSome(crossStream) && crossStream.value === "off"
+    const gmlake = off ? new StitchingConfig({ ...(s.gmlake ?? defaultStitchingConfig), crossStream: false }) : s.gmlake
     return Effect.succeed({
       caching: s.caching,
       expandable: s.expandable,
-      ...(s.gmlake !== undefined ? { gmlake: s.gmlake } : {}),
+      ...(gmlake !== undefined ? { gmlake } : {}),
       ...(Option.isSome(crossStream) ? { crossStream: crossStream.value === "on" } : {})
     })
   })

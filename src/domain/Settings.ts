@@ -19,8 +19,8 @@
  *   `torch.cuda.set_per_process_memory_fraction`, a fraction in (0, 1]).
  * - The stitching policy's tunables (gmlake), in the same snake_case: `split_bytes`,
  *   `reuse_limit`, `max_cached_stitched_bytes`, `allocate_and_stitch`, `min_partial_bytes`,
- *   `chunk_divisor`, `max_chunk_bytes`, `tail_chunk`, `segment_bytes`, `placement`
- *   (`StitchingConfig`, Note [One set of defaults]). Byte values take a size (`64MiB`) or a
+ *   `chunk_divisor`, `max_chunk_bytes`, `tail_chunk`, `segment_bytes`, `placement`,
+ *   `cross_stream` (`StitchingConfig`, Note [One set of defaults]). Byte values take a size (`64MiB`) or a
  *   plain number of bytes; booleans are `True`/`False` as in PyTorch.
  *
  * The text is split into entries (commas inside `[...]` stay in their entry), each entry's value
@@ -80,7 +80,8 @@ const stitchingKeys = {
   max_chunk_bytes: "maxChunkBytes",
   tail_chunk: "tailChunk",
   segment_bytes: "segmentBytes",
-  placement: "placement"
+  placement: "placement",
+  cross_stream: "crossStream"
 } as const satisfies Record<string, keyof StitchingConfig>
 
 /**
@@ -213,7 +214,8 @@ export const SettingsRecord = Schema.Struct({
   max_chunk_bytes: Schema.optionalKey(Size),
   tail_chunk: Schema.optionalKey(Bool),
   segment_bytes: Schema.optionalKey(Size),
-  placement: Schema.optionalKey(Bool)
+  placement: Schema.optionalKey(Bool),
+  cross_stream: Schema.optionalKey(Bool)
 })
 
 const decodeRecord = Schema.decodeUnknownResult(SettingsRecord)

@@ -88,7 +88,6 @@ export class Adoption {
   private readonly lastFree: Array<number> = []
   // scratch: candidate stretches (stream, from-chunk, bytes) and the chunks being moved
   private readonly stretches: Array<number> = []
-  private readonly order: Array<number> = []
   private readonly moved: Array<number> = []
 
   constructor(
@@ -199,8 +198,7 @@ export class Adoption {
 
   /**
    * Moves chunks wholly free in other streams' segments, and safe to move, to the growing end of
-   * `pool` (stream `stream`): as many as cover `target` bytes if there are (largest runs first),
-   * else all there are. Returns the bytes attached (0: nothing moved, nothing changed).
+   * `pool` (stream `stream`): as many as cover `target` bytes if there are, else all there are. Returns the bytes attached (0: nothing moved, nothing changed).
    * Throws `DriverError` if the driver refused a step; chunks detached and not attached are
    * then given back to the driver.
    */
@@ -241,27 +239,37 @@ export class Adoption {
       }
     }
     if (stretches.length === 0) return 0
-    // Largest stretches first: fewest unmaps; within one, only the chunks still needed.
-    const order = this.order
-    order.length = 0
-    for (let i = 0; i < stretches.length; i += 2) order.push(i)
-    order.sort((i, j) => stretches[j + 1]! - stretches[i + 1]!)
+    // Note [Cross-stream adoption]: like a stitch (Note [Stitch selection]), the smallest stretch
+    // that covers what is still needed, else the largest there is, and of the last one only the
+    // chunks needed: few unmaps, and nothing taken from the other streams that is not needed.
     const moved = this.moved
     moved.length = 0
     let got = 0
     try {
-      for (let k = 0; k < order.length && got < target; k++) {
-        const first = stretches[order[k]!]!
+      while (got < target) {
+        let best = -1
+        let largest = -1
+        for (let i = 0; i < stretches.length; i += 2) {
+          const bytes = stretches[i + 1]!
+          if (bytes === 0) continue
+          if (bytes >= target - got && (best < 0 || bytes < stretches[best + 1]!)) best = i
+          if (largest < 0 || bytes > stretches[largest + 1]!) largest = i
+        }
+        const k = best >= 0 ? best : largest
+        if (k < 0) break
+        const first = stretches[k]!
         const seg = chunks.cSeg[first]!
         const from = chunks.cStart[first]!
+        const end = from + stretches[k + 1]!
+        stretches[k + 1] = 0
         let to = from
-        const end = from + stretches[order[k]! + 1]!
-        while (to < end && got < target) {
+        while (to < end) {
           const c = sg.chunkAt(seg, to)
+          if (got + chunks.cSize[c]! > target) break
           got += chunks.cSize[c]!
           to = chunks.end(c)
         }
-        this.detach(seg, from, to, moved)
+        if (to > from) this.detach(seg, from, to, moved)
       }
     } catch (e) {
       this.giveBack(moved)
