@@ -29,6 +29,7 @@ import { cudaError } from "../cuda/CudaError.ts"
 import { type CudaDevice, CudaPort, openDevice } from "../cuda/CudaPort.ts"
 import { DriverError } from "../domain/Errors.ts"
 import { type Address, type ChunkHandle, formatBytes } from "../domain/Units.ts"
+import { executeMap } from "../domain/vmm/Plan.ts"
 import { driverCall } from "../services/Driver.ts"
 
 /** One check's outcome (the same shape as the selftest's checks). @category models */
@@ -79,13 +80,7 @@ const rangeOn = (port: CudaPort, bytes: number) =>
 const mapWithAccess = (port: CudaPort, va: Address, bytes: number, handle: ChunkHandle) =>
   Effect.acquireRelease(
     driverCall(() => {
-      port.memMap(va, bytes, handle)
-      try {
-        port.setAccess(va, bytes)
-      } catch (e) {
-        port.memUnmap(va, bytes)
-        throw e
-      }
+      executeMap(port, { reserve: 0, at: va, sizes: [bytes], handles: [handle], create: false })
     }),
     () => quietly(() => port.memUnmap(va, bytes))
   )

@@ -10,6 +10,7 @@ import { Effect } from "effect"
 import type { DriverCallKind } from "../domain/DriverPort.ts"
 import { StitchingAllocator } from "../domain/policies/gmlake/StitchingAllocator.ts"
 import { type Address, type ChunkHandle, formatBytes } from "../domain/Units.ts"
+import { executeMap, executeUnmap } from "../domain/vmm/Plan.ts"
 import { Driver, driverCall } from "../services/Driver.ts"
 import { Vmm } from "../services/Vmm.ts"
 
@@ -137,14 +138,13 @@ export const selftest = (options: { readonly latencyIterations?: number } = {}) 
       }
       // Stitching eight separate chunks into one range: maps plus one set-access over it.
       const hs = Array.from({ length: 8 }, () => port.memCreate(g))
+      const sizes = hs.map(() => g)
       for (let r = 0; r < Math.max(3, n / 4); r++) {
         const va = port.addressReserve(8 * g)
         const t = now()
-        hs.forEach((h, i) => port.memMap((va + i * g) as Address, g, h))
-        port.setAccess(va, 8 * g)
+        executeMap(port, { reserve: 0, at: va, sizes, handles: hs, create: false })
         ;(lat["stitch8PerChunk"] ??= []).push((now() - t) / 8)
-        port.memUnmap(va, 8 * g)
-        port.addressFree(va, 8 * g)
+        executeUnmap(port, { at: va, bytes: 8 * g, handles: [], freeBase: va, freeBytes: 8 * g })
       }
       for (const h of hs) port.memRelease(h)
       const out: Record<string, number> = {}

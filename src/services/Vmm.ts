@@ -12,6 +12,7 @@
 import { Context, Effect, Layer, type Scope } from "effect"
 import type { DriverError } from "../domain/Errors.ts"
 import type { Address, ChunkHandle } from "../domain/Units.ts"
+import { executeMap, executeUnmap } from "../domain/vmm/Plan.ts"
 import { Driver, driverCall } from "./Driver.ts"
 
 /** A reserved virtual range. @category models */
@@ -33,6 +34,12 @@ export class Vmm extends Context.Service<Vmm, {
   readonly range: (bytes: number) => Effect.Effect<Range, DriverError, Scope.Scope>
   /** Maps `chunk` at `address` and grants read-write access; unmapped when the scope closes. */
   readonly map: (address: Address, chunk: Chunk) => Effect.Effect<void, DriverError, Scope.Scope>
+  /**
+   * Maps `chunks` side by side into a fresh range with one set-access over it (one map plan,
+   * Note [Map plans] in `domain/vmm/Plan.ts`); the range is unmapped and freed when the scope
+   * closes, the chunks stay the caller's.
+   */
+  readonly stitch: (chunks: ReadonlyArray<Chunk>) => Effect.Effect<Range, DriverError, Scope.Scope>
 }>()("gmlake/Vmm") {}
 
 
@@ -66,15 +73,19 @@ export const layer: Layer.Layer<Vmm, never, Driver> = Layer.effect(
       map: (address, chunk) =>
         Effect.acquireRelease(
           driverCall(() => {
-            port.memMap(address, chunk.bytes, chunk.handle)
-            try {
-              port.setAccess(address, chunk.bytes)
-            } catch (e) {
-              port.memUnmap(address, chunk.bytes)
-              throw e
-            }
+            executeMap(port, { reserve: 0, at: address, sizes: [chunk.bytes], handles: [chunk.handle], create: false })
           }),
           () => release(() => port.memUnmap(address, chunk.bytes))
+        ),
+      stitch: (chunks) =>
+        Effect.acquireRelease(
+          driverCall(() => {
+            const sizes = chunks.map((c) => c.bytes)
+            const bytes = sizes.reduce((a, b) => a + b, 0)
+            const address = executeMap(port, { reserve: bytes, at: 0, sizes, handles: chunks.map((c) => c.handle), create: false })
+            return { address, bytes }
+          }),
+          (r) => release(() => executeUnmap(port, { at: r.address, bytes: r.bytes, handles: [], freeBase: r.address, freeBytes: r.bytes }))
         )
     })
   })

@@ -65,6 +65,7 @@ import type { DriverPort } from "../DriverPort.ts"
 import { DriverError, InvalidBlockError, InvalidRequestError, OutOfMemoryError } from "../Errors.ts"
 import type { StreamPort } from "../StreamPort.ts"
 import type { Address, BlockId, ChunkHandle } from "../Units.ts"
+import { executeMap, executeUnmap } from "../vmm/Plan.ts"
 
 /** A device of a peer group: its ordinal and its own ports. @category models */
 export interface PeerDevice {
@@ -353,36 +354,19 @@ export class PeerStitchingAllocator implements Allocator {
       left -= take
     }
     if (left > 0) return undefined
-    const chunks: Array<Lent> = []
-    let va: Address | undefined
-    let mapped = 0
-    const rollback = () => {
-      const quietly = (f: () => void) => {
-        try {
-          f()
-        } catch {
-          // The session's registries give back whatever could not be given back here.
-        }
-      }
-      if (mapped > 0) quietly(() => this.port.memUnmap(va!, mapped))
-      if (va !== undefined) quietly(() => this.port.addressFree(va!, need))
-      for (const c of chunks) quietly(() => this.group.port(c.lender).memRelease(c.handle))
-    }
+    // One map plan (Note [Map plans] in `vmm/Plan.ts`): the chunks are created on their lenders,
+    // mapped and given access here; on a failure everything done is undone.
+    const sizes = plan.map((p) => p.bytes)
+    const owners = plan.map((p) => this.group.port(p.lender))
+    const handles: Array<number> = []
+    let va: Address
     try {
-      for (const p of plan) {
-        chunks.push({ lender: p.lender, handle: this.group.port(p.lender).memCreate(p.bytes), bytes: p.bytes })
-      }
-      va = this.port.addressReserve(need)
-      for (const c of chunks) {
-        this.port.memMap((va + mapped) as Address, c.bytes, c.handle)
-        mapped += c.bytes
-      }
-      this.port.setAccess(va, need)
+      va = executeMap(this.port, { reserve: need, at: 0, sizes, handles, create: true, owners })
     } catch (e) {
-      rollback()
       if (isDriverOom(e)) return undefined
       throw e
     }
+    const chunks: Array<Lent> = plan.map((p, i) => ({ lender: p.lender, handle: handles[i]! as ChunkHandle, bytes: p.bytes }))
     const b: Borrowed = { id: this.nextId--, va, bytes: need, chunks, size, stream, state: LIVE }
     this.blocks.set(b.id, b)
     this.borrows++
@@ -554,17 +538,15 @@ export class PeerStitchingAllocator implements Allocator {
     }
     this.port.memUnmap(b.va, b.bytes)
     this.forget(b)
-    let first: unknown
-    const attempt = (f: () => void) => {
-      try {
-        f()
-      } catch (e) {
-        first ??= e
-      }
-    }
-    attempt(() => this.port.addressFree(b.va, b.bytes))
-    for (const c of b.chunks) attempt(() => this.group.port(c.lender).memRelease(c.handle))
-    if (first !== undefined) throw first
+    // the rest of the map plan's inverse: every step tried, the first failure thrown
+    executeUnmap(this.port, {
+      at: b.va,
+      bytes: 0,
+      handles: b.chunks.map((c) => c.handle),
+      owners: b.chunks.map((c) => this.group.port(c.lender)),
+      freeBase: b.va,
+      freeBytes: b.bytes
+    })
   }
 
   /** @internal Gives back everything borrowed, live blocks included (a session closing). Never throws. */

@@ -13,7 +13,12 @@
  * state, which it updates only after success, needs no undo. `executeMap` runs those steps in that
  * order, exactly, so the driver bill of a policy does not depend on who wrote its transaction.
  * The inverse, `executeUnmap`, unmaps a range in one call, releases its chunks, and frees the
- * range if asked: the release order of the driver (unmap before release before free).
+ * range if asked: the release order of the driver (unmap before release before free). If the
+ * unmap is refused nothing else is tried (the chunks are still mapped); after it, every step is
+ * tried and the first failure is thrown.
+ *
+ * Chunks may live on other devices than the range (peer stitching): `owners[i]` is then the port
+ * that creates and releases chunk i, while the range's own port reserves, maps and sets access.
  *
  * Plans are plain objects the caller may reuse; executing one allocates only the handles array
  * when chunks are created. The executor is synchronous: it runs inside a policy's hot path.
@@ -38,6 +43,8 @@ export interface MapPlan {
   readonly handles: Array<number>
   /** Whether the executor creates the chunks (`cuMemCreate`, all before any map). */
   readonly create: boolean
+  /** The port that creates (and on undo releases) chunk i, when not the range's own. */
+  readonly owners?: ArrayLike<DriverPort>
 }
 
 /**
@@ -53,6 +60,8 @@ export interface UnmapPlan {
   /** The reservation to free last (its exact base and size); `freeBytes` 0 for none. */
   readonly freeBase: number
   readonly freeBytes: number
+  /** The port that releases chunk i, when not the range's own. */
+  readonly owners?: ArrayLike<DriverPort>
 }
 
 /**
@@ -64,6 +73,7 @@ export interface UnmapPlan {
 export const executeMap = (port: DriverPort, plan: MapPlan): Address => {
   const sizes = plan.sizes
   const handles = plan.handles
+  const owners = plan.owners
   const base = plan.reserve > 0 ? port.addressReserve(plan.reserve) : (plan.at as Address)
   let created = 0
   let mapped = 0
@@ -71,7 +81,7 @@ export const executeMap = (port: DriverPort, plan: MapPlan): Address => {
     if (plan.create) {
       handles.length = 0
       for (let i = 0; i < sizes.length; i++) {
-        handles.push(port.memCreate(sizes[i]!))
+        handles.push((owners === undefined ? port : owners[i]!).memCreate(sizes[i]!))
         created++
       }
     }
@@ -79,26 +89,55 @@ export const executeMap = (port: DriverPort, plan: MapPlan): Address => {
       port.memMap((base + mapped) as Address, sizes[i]!, handles[i]! as ChunkHandle)
       mapped += sizes[i]!
     }
-    port.setAccess(base, mapped)
+    if (mapped > 0) port.setAccess(base, mapped)
   } catch (e) {
-    if (mapped > 0) port.memUnmap(base, mapped)
-    for (let i = 0; i < created; i++) port.memRelease(handles[i]! as ChunkHandle)
+    if (mapped > 0) quietly(() => port.memUnmap(base, mapped))
+    for (let i = 0; i < created; i++) {
+      const owner = owners === undefined ? port : owners[i]!
+      quietly(() => owner.memRelease(handles[i]! as ChunkHandle))
+    }
     if (plan.create) handles.length = 0
-    if (plan.reserve > 0) port.addressFree(base, plan.reserve)
+    if (plan.reserve > 0) quietly(() => port.addressFree(base, plan.reserve))
     throw e
   }
   return base
 }
 
+/** Runs an undo step; its failure is passed over (Note [Map plans]). */
+const quietly = (f: () => void): void => {
+  try {
+    f()
+  } catch {
+    // the session's handle registry gives back what is left
+  }
+}
+
 /**
- * Executes an unmap plan: one unmap, each release, the free; the first failure is thrown and the
- * steps after it are not attempted (an unmap that fails leaves the chunks mapped, so releasing
- * them would be wrong).
+ * Executes an unmap plan: the unmap (if refused, nothing else is tried), then each release and
+ * the free, all tried; throws the first failure.
  * @category execution
  */
 export const executeUnmap = (port: DriverPort, plan: UnmapPlan): void => {
   if (plan.bytes > 0) port.memUnmap(plan.at as Address, plan.bytes)
   const handles = plan.handles
-  for (let i = 0; i < handles.length; i++) port.memRelease(handles[i]! as ChunkHandle)
-  if (plan.freeBytes > 0) port.addressFree(plan.freeBase as Address, plan.freeBytes)
+  const owners = plan.owners
+  let first: unknown = undefined
+  let failed = false
+  for (let i = 0; i < handles.length; i++) {
+    try {
+      ;(owners === undefined ? port : owners[i]!).memRelease(handles[i]! as ChunkHandle)
+    } catch (e) {
+      if (!failed) first = e
+      failed = true
+    }
+  }
+  if (plan.freeBytes > 0) {
+    try {
+      port.addressFree(plan.freeBase as Address, plan.freeBytes)
+    } catch (e) {
+      if (!failed) first = e
+      failed = true
+    }
+  }
+  if (failed) throw first
 }

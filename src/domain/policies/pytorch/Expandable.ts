@@ -42,7 +42,8 @@ import { zeroCounters } from "../../Allocator.ts"
 import { BestFit } from "./BestFit.ts"
 import type { DriverPort } from "../../DriverPort.ts"
 import { type DriverError, InvalidBlockError, InvalidRequestError, OutOfMemoryError } from "../../Errors.ts"
-import { type Address, type BlockId, type ChunkHandle, roundUp } from "../../Units.ts"
+import { type Address, type BlockId, roundUp } from "../../Units.ts"
+import { executeMap, executeUnmap } from "../../vmm/Plan.ts"
 import {
   BlockState,
   BlockTable,
@@ -436,31 +437,24 @@ export class ExpandableAllocator implements Allocator {
     return true
   }
 
-  /** Creates, maps and gives access to pages [begin, end) of a segment (Note [Growing by pages]). */
+  /**
+   * Creates, maps and gives access to pages [begin, end) of a segment (Note [Growing by pages]),
+   * as one map plan (Note [Map plans] in `vmm/Plan.ts`); false if the device refused for lack of
+   * memory, with nothing changed.
+   */
   private mapPages(seg: number, begin: number, end: number): boolean {
-    const port = this.port
     const page = this.pageOf(this.segKey[seg]!)
-    const base = this.segPtr[seg]!
-    const handles = this.segHandles[seg]!
-    const n = end - begin
-    let created = 0
-    let mapped = 0
+    const sizes: Array<number> = []
+    for (let i = begin; i < end; i++) sizes.push(page)
+    const handles: Array<number> = []
     try {
-      for (; created < n; created++) handles[begin + created] = port.memCreate(page)
-      for (; mapped < n; mapped++) {
-        port.memMap((base + (begin + mapped) * page) as Address, page, handles[begin + mapped]! as ChunkHandle)
-      }
-      port.setAccess((base + begin * page) as Address, n * page)
-      return true
+      executeMap(this.port, { reserve: 0, at: this.segPtr[seg]! + begin * page, sizes, handles, create: true })
     } catch (e) {
-      if (mapped > 0) port.memUnmap((base + begin * page) as Address, mapped * page)
-      for (let i = 0; i < created; i++) {
-        port.memRelease(handles[begin + i]! as ChunkHandle)
-        handles[begin + i] = -1
-      }
       if (isOutOfMemory(e)) return false
       throw e
     }
+    this.segHandles[seg]!.set(handles, begin)
+    return true
   }
 
   // --- giving back ---------------------------------------------------------------------------------
@@ -505,13 +499,15 @@ export class ExpandableAllocator implements Allocator {
     const begin = Math.ceil(offset / page)
     const end = Math.floor((offset + b.size[s]!) / page)
     if (begin >= end) return 0
-    const port = this.port
     const handles = this.segHandles[seg]!
-    port.memUnmap((this.segPtr[seg]! + begin * page) as Address, (end - begin) * page)
-    for (let i = begin; i < end; i++) {
-      port.memRelease(handles[i]! as ChunkHandle)
-      handles[i] = -1
-    }
+    executeUnmap(this.port, {
+      at: this.segPtr[seg]! + begin * page,
+      bytes: (end - begin) * page,
+      handles: handles.subarray(begin, end),
+      freeBase: 0,
+      freeBytes: 0
+    })
+    handles.fill(-1, begin, end)
     const start = segBase + begin * page
     const bytes = (end - begin) * page
     this.poolRemove(s)
