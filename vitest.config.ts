@@ -1,5 +1,5 @@
 import { defineConfig } from "vitest/config"
 
 export default defineConfig({
-  test: { include: ["test/**/*.test.ts"], pool: "forks", testTimeout: 60_000, hookTimeout: 60_000, globalSetup: ["test/fake-cuda/setup.ts"] }
+  test: { include: ["test/**/*.test.ts"], pool: "forks", testTimeout: 60_000, hookTimeout: 60_000, globalSetup: ["test/fake-cuda/setup.ts", "test/report/setup.ts"] }
 })

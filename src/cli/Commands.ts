@@ -13,12 +13,13 @@ import { bench, compare } from "./CompareCommand.ts"
 import { selftest, streams } from "./DeviceCommands.ts"
 import { generate } from "./GenerateCommand.ts"
 import { replay } from "./ReplayCommand.ts"
+import { report } from "./ReportCommand.ts"
 
 /**
  * Every subcommand of `gmlake`, in the order help lists them.
  * @category commands
  */
-export const subcommands = [replay, compare, bench, selftest, streams, generate] as const
+export const subcommands = [replay, compare, bench, report, selftest, streams, generate] as const
 
 /**
  * `gmlake` itself.

@@ -87,6 +87,7 @@ const run = (
       )
       yield* Console.log(renderTable(["policy", "mean util", "worst util", "ns/event", "sum of peaks"], rows))
     }
+    if (!o.json && files.length > 0) yield* Console.log(`To see a replay over time, as a page: gmlake report ${files[0]} --out report.html`)
     if (failure !== undefined) return yield* failure
   })
 

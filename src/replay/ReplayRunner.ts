@@ -135,7 +135,12 @@ const driveStreams = (trace: Trace, replayer: Replayer, tick: ((i: number) => vo
 export const replaySim = (
   trace: Trace,
   policy: PolicyName,
-  options: { readonly sim?: SimDriverOptions; readonly policy?: PolicyOptions } = {}
+  options: {
+    readonly sim?: SimDriverOptions
+    readonly policy?: PolicyOptions
+    /** Slices of the timeline (`defaultSlices` when absent). */
+    readonly slices?: number
+  } = {}
 ): Effect.Effect<ReplayReport, DriverError> =>
   Effect.suspend(() => {
     const sim = new SimDriver(options.sim ?? {})
@@ -144,7 +149,7 @@ export const replaySim = (
     return replayWith(trace, policy, layerSimWith(sim), options.policy ?? {}, () => ({
       leaked: sim.liveHandles(),
       faults: sim.faults
-    }), tick, undefined, () => sim.faults)
+    }), tick, undefined, () => sim.faults, options.slices)
   })
 
 /**
@@ -160,7 +165,8 @@ export const replayWith = <E>(
   after: () => { readonly leaked: number; readonly faults: number },
   tick?: (index: number) => void,
   replayed?: () => void,
-  faultCount?: () => number
+  faultCount?: () => number,
+  slices?: number
 ): Effect.Effect<ReplayReport, E | DriverError> => {
   let metered: MeteredPort | undefined
   let crossStream = false
@@ -188,7 +194,7 @@ export const replayWith = <E>(
         return { calls: m.total, micros: m.micros, stitches: counters.counters().stitches, reserved: m.reserved, windowPeakReserved }
       }
     }
-    const replayer = new Replayer(trace, allocator.core.inner, probe, undefined, faultCount)
+    const replayer = new Replayer(trace, allocator.core.inner, probe, slices, faultCount)
     const ns = trace.streams > 1 ? yield* driveStreams(trace, replayer, tick) : yield* driveSingle(replayer, tick)
     if (replayed !== undefined) replayed()
     return { outcome: replayer.outcome(), ns, counters: allocator.core.counters(), info: driver.info }
