@@ -37,14 +37,21 @@ const baseline = (trace: Trace): { readonly label: string; readonly bytes: numbe
 const pct = (x: number) => `${x >= 0 ? "+" : ""}${(x * 100).toFixed(1)}%`
 
 /** The heading of a trace's table: what it is and what PyTorch recorded for it. @category formatting */
-export const traceHeading = (t: Trace, peakRequested: number): string => {
+export const traceHeading = (
+  t: Trace,
+  peakRequested: number,
+  liveAtEnd?: { readonly allocations: number; readonly bytes: number }
+): string => {
   const n = t.native
   const x = t.expandable
   const anchors = [
     n ? `native ${formatSize(n.peakReserved)} (util ${(n.peakRequested / n.peakReserved).toFixed(4)})` : undefined,
     x ? `expandable_segments ${formatSize(x.peakReserved)} (util ${(x.peakRequested / x.peakReserved).toFixed(4)})` : undefined
   ].filter((s) => s !== undefined)
-  return `${t.workload}: ${t.length} events, peak requested ${formatSize(peakRequested)}` +
+  const live = liveAtEnd !== undefined && liveAtEnd.allocations > 0
+    ? `; ${liveAtEnd.allocations} allocation(s), ${formatSize(liveAtEnd.bytes)}, still live at the end`
+    : ""
+  return `${t.workload}: ${t.length} events, peak requested ${formatSize(peakRequested)}${live}` +
     (anchors.length > 0 ? `\n  recorded by PyTorch: ${anchors.join(", ")}` : "")
 }
 

@@ -107,7 +107,7 @@ export const printReports = (
     if (json) {
       for (const r of reports) yield* Console.log(replayJson(r, countOoms))
     } else {
-      yield* Console.log(traceHeading(trace, reports[0]?.peakRequested ?? 0))
+      yield* Console.log(traceHeading(trace, reports[0]?.peakRequested ?? 0, reports[0]?.liveAtEnd))
       yield* Console.log(replayTable(trace, reports))
       for (const r of reports) yield* Console.log(timelineLine(r))
       const failed = failureLines(reports)

@@ -36,8 +36,15 @@ export interface ReplayOutcome {
   readonly events: number
   readonly allocations: number
   readonly frees: number
-  /** Peak of the live requested bytes. */
+  /**
+   * Peak of the live requested bytes, counting every request the trace made, served or not
+   * (Note [Requested and served]).
+   */
   readonly peakRequested: number
+  /** Peak of the live bytes of the requests that were served; `peakRequested` when none failed. */
+  readonly peakServed: number
+  /** Allocations the trace never freed, and their requested bytes (served or not). */
+  readonly liveAtEnd: { readonly allocations: number; readonly bytes: number }
   /** Allocations that failed with out of memory, the device's own answer (no injected fault during them). */
   readonly ooms: number
   /** Allocations that failed while a driver fault was injected during them (`faultCount`). */
@@ -53,6 +60,18 @@ export interface ReplayOutcome {
 const NONE = -1
 
 /**
+ * Note [Requested and served]
+ * ---------------------------
+ * The trace's peak of requested bytes is a property of the work, the same for every policy;
+ * the bytes an allocator actually served fall short of it when requests fail. Both are kept:
+ * `peakRequested` counts every request from its allocation to its free (a failed one too), and
+ * `peakServed` only those served, which is what peak reserved holds. A failed allocation leaves
+ * its requested size in its block slot, encoded below `NONE` (`FAILED - bytes`), so that its
+ * free can take it off again without another column.
+ */
+const FAILED = -2
+
+/**
  * Replays the request events of a trace through an allocator. An allocation that fails with out
  * of memory or a driver error is counted and its later free and completion are skipped; any other
  * error (a policy bug) propagates.
@@ -66,6 +85,10 @@ export class Replayer {
   private readonly blocks: Float64Array
   private live = 0
   private peak = 0
+  /** Live requested bytes and allocations, served or not (Note [Requested and served]). */
+  private requested = 0
+  private requestedPeak = 0
+  private requestedCount = 0
   private events = 0
   private allocations = 0
   private frees = 0
@@ -162,6 +185,9 @@ export class Replayer {
           // A zero-byte request gets no memory (PyTorch returns a null pointer): it counts as an
           // event but never reaches the allocator.
           if (bytes === 0) break
+          this.requested += bytes
+          this.requestedCount++
+          if (this.requested > this.requestedPeak) this.requestedPeak = this.requested
           const faultsBefore = this.faultCount === undefined ? 0 : this.faultCount()
           try {
             blocks[k] = allocator.malloc(bytes, stream[i]!)
@@ -173,6 +199,7 @@ export class Replayer {
             }
           } catch (e) {
             if (!(e instanceof OutOfMemoryError || e instanceof DriverError)) throw e
+            blocks[k] = FAILED - bytes
             this.failed++
             if (this.faultCount !== undefined && this.faultCount() > faultsBefore) this.faulted++
             else if (e instanceof OutOfMemoryError) {
@@ -186,7 +213,15 @@ export class Replayer {
           this.events++
           const b = blocks[k]!
           if (b === NONE) break
-          this.live -= allocator.size(b as BlockId)
+          this.requestedCount--
+          if (b <= FAILED) {
+            this.requested -= FAILED - b
+            blocks[k] = NONE
+            break
+          }
+          const bytes = allocator.size(b as BlockId)
+          this.live -= bytes
+          this.requested -= bytes
           allocator.free(b as BlockId, deferred[k] === 1)
           this.frees++
           if (deferred[k] !== 1) blocks[k] = NONE
@@ -194,7 +229,7 @@ export class Replayer {
         }
         case Op.complete: {
           const b = blocks[k]!
-          if (b === NONE) break
+          if (b <= NONE) break
           allocator.complete(b as BlockId)
           blocks[k] = NONE
           break
@@ -211,7 +246,9 @@ export class Replayer {
       events: this.events,
       allocations: this.allocations,
       frees: this.frees,
-      peakRequested: this.peak,
+      peakRequested: this.requestedPeak,
+      peakServed: this.peak,
+      liveAtEnd: { allocations: this.requestedCount, bytes: this.requested },
       ooms: this.ooms,
       faultedAllocs: this.faulted,
       failedAllocs: this.failed,

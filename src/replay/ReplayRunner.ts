@@ -26,7 +26,12 @@ export interface ReplayReport {
   readonly device: string
   readonly deviceName: string
   readonly events: number
+  /** Peak of live requested bytes over the trace, failed requests included (Note [Requested and served]). */
   readonly peakRequested: number
+  /** Peak of live bytes of the requests served; differs from `peakRequested` only when some failed. */
+  readonly peakServed: number
+  /** Allocations the trace leaves live at its end, and their requested bytes. */
+  readonly liveAtEnd: { readonly allocations: number; readonly bytes: number }
   readonly peakReserved: number
   readonly utilization: number
   /** Wall time of the replay loop over alloc and free events, nanoseconds per event. */
@@ -210,8 +215,11 @@ export const replayWith = <E>(
       deviceName: info.name,
       events: outcome.events,
       peakRequested: outcome.peakRequested,
+      peakServed: outcome.peakServed,
+      liveAtEnd: outcome.liveAtEnd,
       peakReserved: m.peakReserved,
-      utilization: m.peakReserved === 0 ? 1 : outcome.peakRequested / m.peakReserved,
+      // What the allocator made of the bytes it served (a failed request holds nothing).
+      utilization: m.peakReserved === 0 ? 1 : outcome.peakServed / m.peakReserved,
       nsPerOp: outcome.events === 0 ? 0 : ns / outcome.events,
       replayMs: ns / 1e6,
       driverCalls: { ...m.calls },
