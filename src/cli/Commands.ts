@@ -10,6 +10,7 @@
  */
 import { Command } from "effect/cli"
 import { bench, compare } from "./CompareCommand.ts"
+import { convert } from "./ConvertCommand.ts"
 import { selftest, streams } from "./DeviceCommands.ts"
 import { generate } from "./GenerateCommand.ts"
 import { replay } from "./ReplayCommand.ts"
@@ -19,7 +20,7 @@ import { report } from "./ReportCommand.ts"
  * Every subcommand of `gmlake`, in the order help lists them.
  * @category commands
  */
-export const subcommands = [replay, compare, bench, report, selftest, streams, generate] as const
+export const subcommands = [replay, compare, bench, report, selftest, streams, generate, convert] as const
 
 /**
  * `gmlake` itself.

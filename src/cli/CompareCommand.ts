@@ -11,9 +11,9 @@ import { join } from "node:path"
 import type { PolicyName } from "../domain/Allocator.ts"
 import { formatBytes } from "../domain/Units.ts"
 import type { ReplayReport } from "../replay/ReplayRunner.ts"
-import { loadTrace } from "../trace/File.ts"
 import { type AllocationsFailed, UsageError } from "./Errors.ts"
 import * as Options from "./Options.ts"
+import { loadTraceWithProgress } from "./Progress.ts"
 import { isComplete } from "./Render.ts"
 import { printReports, replayAll, resolvePolicyOptions } from "./ReplayCommand.ts"
 import { renderTable } from "./Table.ts"
@@ -32,7 +32,7 @@ export const bundledTraces = (dir = "traces"): Array<string> => {
 }
 
 const traces = Argument.String("trace").pipe(
-  Argument.withDescription("gmlake-trace/1 files (default: every trace in ./traces)"),
+  Argument.withDescription("gmlake-trace/1 files or PyTorch memory snapshots (default: every trace in ./traces)"),
   Argument.variadic()
 )
 
@@ -46,6 +46,7 @@ const run = (
     readonly repeat: number
     readonly warmup: number
     readonly countOoms: boolean
+    readonly deviceIndex: Option.Option<number>
   }
 ) =>
   Effect.gen(function*() {
@@ -56,7 +57,7 @@ const run = (
     const all: Array<ReplayReport> = []
     let failure: AllocationsFailed | undefined
     for (const file of files) {
-      const trace = yield* loadTrace(file)
+      const trace = yield* loadTraceWithProgress(file, Option.getOrUndefined(o.deviceIndex), o.json)
       const reports = yield* replayAll(trace, o.policies, { policy }, o.repeat, o.warmup)
       all.push(...reports)
       // Every trace is shown; the first failed one decides the exit (Note [Failed runs]).
@@ -98,7 +99,8 @@ const flags = (bench: boolean) => ({
   config: Options.config,
   repeat: Options.repeat(bench ? 5 : 1, `replays per policy; ns/event is their median (default ${bench ? 5 : 1})`),
   warmup: Options.warmup(bench ? 5 : 0),
-  countOoms: Options.countOoms
+  countOoms: Options.countOoms,
+  deviceIndex: Options.deviceIndex
 })
 
 /** `gmlake compare`. @category commands */

@@ -29,6 +29,7 @@ import { type PolicyName, policyNames } from "../domain/Allocator.ts"
 import { policyFromString } from "../domain/policies/Policies.ts"
 import { GiB, MiB } from "../domain/Units.ts"
 
+
 /** The simulated device's granularity, and the unit every `--granularity` must be a multiple of. @category constants */
 export const simGranularity = MiB(2)
 /** The largest simulated device (Note [What the command line refuses]). @category constants */
@@ -183,3 +184,12 @@ export const warmup = (fallback: number) =>
 /** A bounded count with a default. @category flags */
 export const countWithDefault = (name: string, min: number, max: number, fallback: number, description: string) =>
   count(name, min, max, `${description} (default ${fallback})`).pipe(Flag.withDefault(fallback))
+
+/** `--device-index N`: which device's history of a PyTorch snapshot to read. @category flags */
+export const deviceIndex = count(
+  "device-index",
+  0,
+  1023,
+  "for a PyTorch memory snapshot: the device whose history to read (default: the first that has any)"
+).pipe(Flag.optional)
+

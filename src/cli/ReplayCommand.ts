@@ -11,10 +11,10 @@ import { defaultStitchingConfig, StitchingConfig } from "../domain/policies/gmla
 import { emptySettings, inapplicableKeys, parseSettings, type Settings, settingsText } from "../domain/Settings.ts"
 import { replayCuda, replaySim, type ReplayReport } from "../replay/ReplayRunner.ts"
 import type { SimDriverOptions } from "../layers/sim/SimDriver.ts"
-import { loadTrace } from "../trace/File.ts"
 import type { Trace } from "../trace/Trace.ts"
 import { AllocationsFailed, UsageError } from "./Errors.ts"
 import * as Options from "./Options.ts"
+import { loadTraceWithProgress } from "./Progress.ts"
 import { failureLines, failureSummary, formatSize, isComplete, replayJson, replayTable, timelineLine, traceHeading } from "./Render.ts"
 
 /** The environment variable that holds settings (Note [Allocator settings]). @category constants */
@@ -136,7 +136,10 @@ export const printReports = (
 export const replay = Command.make(
   "replay",
   {
-    trace: Argument.String("trace").pipe(Argument.withDescription("a gmlake-trace/1 file, gzip or plain JSON")),
+    trace: Argument.String("trace").pipe(
+      Argument.withDescription("a gmlake-trace/1 file or a PyTorch memory snapshot (_dump_snapshot pickle), plain or gzip")
+    ),
+    deviceIndex: Options.deviceIndex,
     policies: Options.policies,
     device: Options.device,
     json: Options.json,
@@ -156,7 +159,7 @@ export const replay = Command.make(
         for (const [name, v] of [["capacity", o.capacity], ["granularity", o.granularity], ["inject-faults", o.injectFaults], ["seed", o.seed]] as const) {
           if (Option.isSome(v)) return yield* new UsageError({ where: `replay: --${name}`, detail: "only for the simulated device (--device sim)" })
         }
-        const trace = yield* loadTrace(o.trace)
+        const trace = yield* loadTraceWithProgress(o.trace, Option.getOrUndefined(o.deviceIndex), o.json)
         // On the GPU every run is reported (each has its own device figures).
         const runs = o.policies.flatMap((p) => Array.from({ length: o.repeat }, () => p))
         const reports = yield* replayCuda(trace, runs, { policy })
@@ -181,7 +184,7 @@ export const replay = Command.make(
         ...(Option.isSome(o.injectFaults) ? { faultRate: o.injectFaults.value } : {}),
         ...(Option.isSome(o.seed) ? { seed: o.seed.value } : {})
       }
-      const trace = yield* loadTrace(o.trace)
+      const trace = yield* loadTraceWithProgress(o.trace, Option.getOrUndefined(o.deviceIndex), o.json)
       const reports = yield* replayAll(trace, o.policies, { sim, policy }, o.repeat)
       yield* printReports("replay", trace, reports, o.json, o.countOoms)
     })

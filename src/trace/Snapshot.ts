@@ -45,11 +45,15 @@ type Entry = { readonly action?: unknown; readonly addr?: unknown; readonly size
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v)
 const num = (v: unknown): number | undefined => (typeof v === "number" && Number.isSafeInteger(v) ? v : typeof v === "bigint" ? Number(v) : undefined)
 
-/** The peaks `tools/record_trace.py` stores next to the history (`memory_stats()` names). */
-const recordedAnchor = (snapshot: Record<string, unknown>): Anchor | undefined => {
+/**
+ * The peaks `tools/record_trace.py` stores next to the history: `gmlake.memory_stats[device]`,
+ * in `torch.cuda.memory_stats()` names.
+ */
+const recordedAnchor = (snapshot: Record<string, unknown>, device: number): Anchor | undefined => {
   const g = snapshot["gmlake"]
   if (!isRecord(g) || !isRecord(g["memory_stats"])) return undefined
-  const s = g["memory_stats"]
+  const s = g["memory_stats"][String(device)]
+  if (!isRecord(s)) return undefined
   const peakRequested = num(s["requested_bytes.all.peak"])
   const peakReserved = num(s["reserved_bytes.all.peak"])
   if (peakRequested === undefined || peakReserved === undefined) return undefined
@@ -209,7 +213,7 @@ export const decodeSnapshot = (file: string, data: Uint8Array, options: Snapshot
   const held = segments.reduce<number>((sum, seg) =>
     isRecord(seg) && (num(seg["device"]) ?? device) === device ? sum + (num(seg["total_size"]) ?? 0) : sum, 0)
   const whole = before.length === 0 && held === reserved
-  const anchor: Anchor | undefined = recordedAnchor(s) ??
+  const anchor: Anchor | undefined = recordedAnchor(s, device) ??
     (whole && peakReserved > 0 ? { peakRequested, peakReserved, utilization: peakRequested / peakReserved } : undefined)
   const name = basename(file).replace(/(\.gz)?$/, "").replace(/\.(pickle|pkl)$/, "")
   const notes = [

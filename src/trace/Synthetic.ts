@@ -39,39 +39,59 @@ export interface TraceDocument {
 }
 
 /**
- * Generates a multi-stream training trace.
+ * The events of a multi-stream training trace (Note [Synthetic multi-stream trace]), as JSON
+ * strings, one step at a time: `steps` steps, then the outstanding completions; with
+ * `maxEvents`, as many steps as it takes, cut at exactly `maxEvents` events (allocations still
+ * live then are live at the end, and frees whose completion is cut off stay plain frees).
+ * Memory is one step's events, whatever the length.
  * @category constructors
  */
-export const multiStreamTrace = (options: SyntheticOptions = {}): TraceDocument => {
+export function* multiStreamEvents(options: SyntheticOptions & { readonly maxEvents?: number } = {}): Generator<string> {
   const seed = options.seed ?? 1
-  const steps = options.steps ?? 6
+  const steps = options.maxEvents === undefined ? options.steps ?? 6 : Number.POSITIVE_INFINITY
+  const max = options.maxEvents ?? Number.POSITIVE_INFINITY
   const layers = options.layers ?? 12
   const hidden = options.hidden ?? 2048
   const batch = options.batch ?? 4
   const lag = options.guardLag ?? 3
   const random = mulberry32(seed)
-  const events: Array<Array<string | number>> = []
+  let pending: Array<string> = []
+  let emitted = 0
   let nextId = 0
-  // Completions due: [event index at which to emit F, id].
+  // Completions due: [event count at which to emit F, id].
   const due: Array<[number, number]> = []
-  const emit = (e: Array<string | number>) => {
-    events.push(e)
+  const emit = (e: string) => {
+    pending.push(e)
+    emitted++
     for (let i = 0; i < due.length; i++) {
-      if (due[i]![0] <= events.length) {
-        events.push(["F", due[i]![1]])
+      if (due[i]![0] <= emitted) {
+        pending.push(`["F",${due[i]![1]}]`)
+        emitted++
         due.splice(i--, 1)
       }
     }
   }
   const alloc = (bytes: number, stream: number): number => {
     const id = nextId++
-    emit(stream === 0 ? ["a", id, bytes] : ["a", id, bytes, stream])
+    emit(stream === 0 ? `["a",${id},${bytes}]` : `["a",${id},${bytes},${stream}]`)
     return id
   }
-  const free = (id: number) => emit(["f", id])
+  const free = (id: number) => emit(`["f",${id}]`)
   const guardedFree = (id: number) => {
     free(id)
-    due.push([events.length + lag, id])
+    due.push([emitted + lag, id])
+  }
+  let count = 0
+  // Yields what is pending, up to `max` events in all; false once `max` is reached.
+  const flush = function*(): Generator<string, boolean> {
+    const out = pending
+    pending = []
+    for (const e of out) {
+      if (count >= max) return false
+      count++
+      yield e
+    }
+    return count < max
   }
   const paramBytes = 3 * hidden * hidden * 2 + 512
   // Weights and optimizer state that live for the whole run.
@@ -116,16 +136,33 @@ export const multiStreamTrace = (options: SyntheticOptions = {}): TraceDocument 
       }
     }
     free(loss)
+    if (!(yield* flush())) return
   }
   while (due.length > 0) {
     const [, id] = due.shift()!
-    events.push(["F", id])
+    pending.push(`["F",${id}]`)
   }
+  yield* flush()
+}
+
+/** The header of a synthetic multi-stream trace. @category constructors */
+export const multiStreamHead = (options: SyntheticOptions & { readonly maxEvents?: number } = {}) => {
+  const seed = options.seed ?? 1
+  const layers = options.layers ?? 12
+  const length = options.maxEvents === undefined ? `${options.steps ?? 6} steps` : `${options.maxEvents} events`
   return {
-    format: "gmlake-trace/1",
-    workload: `synthetic_multistream_s${seed}`,
-    description: `synthetic training step, ${layers} layers, ${steps} steps: compute on stream 0, ` +
-      `parameter prefetch on stream 1, gradient buckets on stream 2, record_stream guards (seed ${seed})`,
-    events
+    format: "gmlake-trace/1" as const,
+    workload: options.maxEvents === undefined ? `synthetic_multistream_s${seed}` : `synthetic_multistream_s${seed}_${options.maxEvents}`,
+    description: `synthetic training step, ${layers} layers, ${length}: compute on stream 0, ` +
+      `parameter prefetch on stream 1, gradient buckets on stream 2, record_stream guards (seed ${seed})`
   }
 }
+
+/**
+ * Generates a multi-stream training trace in memory.
+ * @category constructors
+ */
+export const multiStreamTrace = (options: SyntheticOptions = {}): TraceDocument => ({
+  ...multiStreamHead(options),
+  events: Array.from(multiStreamEvents(options), (e) => JSON.parse(e) as Array<string | number>)
+})

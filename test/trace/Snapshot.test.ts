@@ -1,5 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { Effect, Result } from "effect"
+import { spawnSync } from "node:child_process"
 import { readFileSync } from "node:fs"
 import { gzipSync } from "node:zlib"
 import { policyNames } from "../../src/domain/Allocator.ts"
@@ -124,5 +125,40 @@ describe("PyTorch memory snapshots", () => {
     const cut = error(whole.subarray(0, whole.length >> 1))
     expect(cut.reason).toBe("truncated")
     expect(cut.message).toMatch(/^x\.pickle: truncated/)
+  })
+})
+
+describe("the recorder's snapshots", () => {
+  it("uses PyTorch's own peaks stored by tools/record_trace.py, for the device read", () => {
+    const snap = {
+      segments: [],
+      device_traces: [[entry("alloc", 1, 100)], [entry("alloc", 1, 100)]],
+      allocator_settings: { expandable_segments: true },
+      gmlake: {
+        memory_stats: {
+          "1": { "requested_bytes.all.peak": 100, "reserved_bytes.all.peak": 2097152, "num_device_alloc": 1, "allocated_bytes.all.peak": 512 }
+        },
+        torch: "2.11.0"
+      }
+    }
+    const t = Result.getOrThrow(parseTraceBytes("rec.pickle", pickle(snap, 4), { deviceIndex: 1 }))
+    expect(t.expandable).toEqual({ peakRequested: 100, peakReserved: 2097152, peakAllocated: 512, deviceAllocs: 1, utilization: 100 / 2097152 })
+    expect(t.native).toBeUndefined()
+    expect(Result.getOrThrow(parseTraceBytes("rec.pickle", pickle(snap, 4))).expandable).toBeUndefined()
+  })
+
+  const python = spawnSync("python3", ["--version"]).status === 0
+  it.skipIf(!python)("its converter (tools/record_trace.py --trace) writes what gmlake convert reads from the same snapshot", () => {
+    const r = spawnSync("python3", ["-c", [
+      "import sys, json, pickle",
+      "sys.path.insert(0, 'tools')",
+      "import record_trace",
+      `print(json.dumps(record_trace.to_trace(pickle.load(open('${FIXTURE}', 'rb')), 'gpt2_small.snapshot')))`
+    ].join("\n")], { encoding: "utf8", maxBuffer: 1 << 28 })
+    expect(r.stderr).toBe("")
+    const fromPython = Result.getOrThrow(parseTraceBytes("py.json", new TextEncoder().encode(r.stdout)))
+    const direct = Result.getOrThrow(parseTraceBytes(FIXTURE, readFileSync(FIXTURE)))
+    for (const k of ["op", "id", "size", "stream", "deferred"] as const) expect([...fromPython[k]]).toEqual([...direct[k]])
+    expect(fromPython.recorded).toEqual(direct.recorded)
   })
 })
