@@ -11,6 +11,12 @@ import type { DriverCallKind, DriverPort } from "../domain/DriverPort.ts"
 import { LatencyTable, rangeCallBase } from "../domain/Latency.ts"
 import type { Address, ChunkHandle } from "../domain/Units.ts"
 
+/** A port that knows the mappings made through it (`TrackedPort`). @category models */
+export interface MappingIndex {
+  /** The bytes of the live mapping at `va`, if any. */
+  mappingBytes(va: number): number | undefined
+}
+
 /** @category models */
 export type CallCounts = Record<DriverCallKind, number>
 
@@ -54,6 +60,8 @@ export class MeteredPort implements DriverPort {
    * access or an unmap over a range costs per mapping in it (Note [Driver-time model]).
    */
   private readonly mapBytes = new Map<number, number>()
+  /** The mappings an inner tracking port keeps anyway, when it is one (no second index then). */
+  private readonly innerIndex: ((va: number) => number | undefined) | undefined
   private readonly latency: LatencyTable
 
   readonly inner: DriverPort
@@ -63,6 +71,8 @@ export class MeteredPort implements DriverPort {
     this.granularity = inner.granularity
     this.capacity = inner.capacity
     this.latency = new LatencyTable(inner.granularity)
+    const index = (inner as Partial<MappingIndex>).mappingBytes
+    this.innerIndex = typeof index === "function" ? index.bind(inner) : undefined
   }
 
   private grow(bytes: number): void {
@@ -84,16 +94,17 @@ export class MeteredPort implements DriverPort {
   private rangeMicros(kind: "setAccess" | "memUnmap", va: number, bytes: number, drop: boolean): number {
     const g = this.granularity
     const base = rangeCallBase[kind]
+    const index = this.innerIndex
     let us = base
     let at = va / g
     const end = (va + bytes) / g
     while (at < end) {
-      const len = this.mapBytes.get(at)
+      const len = index !== undefined ? index(at * g) : this.mapBytes.get(at)
       if (len === undefined) {
         us += (end - at) * (this.latency.micros(kind, g) - base)
         break
       }
-      if (drop) this.mapBytes.delete(at)
+      if (drop && index === undefined) this.mapBytes.delete(at)
       us += this.latency.micros(kind, len) - base
       at += len / g
     }
@@ -148,13 +159,15 @@ export class MeteredPort implements DriverPort {
     const us = this.latency.micros("memMap", bytes)
     this.micros += us
     this.microsByKind.memMap += us
-    this.mapBytes.set(va / this.granularity, bytes)
+    if (this.innerIndex === undefined) this.mapBytes.set(va / this.granularity, bytes)
   }
   memUnmap(va: Address, bytes: number): void {
     this.calls.memUnmap++
     this.total++
+    // Costed before the call: an inner tracking port forgets the mappings as it unmaps them.
+    const us = this.rangeMicros("memUnmap", va, bytes, false)
     this.inner.memUnmap(va, bytes)
-    const us = this.rangeMicros("memUnmap", va, bytes, true)
+    if (this.innerIndex === undefined) this.rangeMicros("memUnmap", va, bytes, true)
     this.micros += us
     this.microsByKind.memUnmap += us
   }

@@ -46,7 +46,11 @@ export class TrackedPort implements DriverPort, StreamPort {
   private readonly events = new Set<number>()
   private readonly chunks = new Set<number>()
   private readonly ranges = new Map<number, number>()
-  /** Mapping base address -> mapped bytes. */
+  /**
+   * Mapping base address in granules -> mapped bytes. Keyed by granule (a small integer, which a
+   * `Map` hashes several times faster than a 47-bit address stored as a heap number); mappings
+   * start on granule boundaries (Note [Plans as a dialogue]), and any other key still works.
+   */
   private readonly maps = new Map<number, number>()
   private readonly allocations = new Set<number>()
 
@@ -85,20 +89,26 @@ export class TrackedPort implements DriverPort, StreamPort {
   }
   memMap(va: Address, bytes: number, handle: ChunkHandle): void {
     this.inner.memMap(va, bytes, handle)
-    this.maps.set(va, bytes)
+    this.maps.set(va / this.granularity, bytes)
   }
   memUnmap(va: Address, bytes: number): void {
     if (this.synchronizeDevice !== undefined) this.synchronizeDevice()
     this.inner.memUnmap(va, bytes)
     // The driver checked that [va, va + bytes) covers whole adjacent mappings.
+    const g = this.granularity
     let at: number = va
     const end = va + bytes
     while (at < end) {
-      const len = this.maps.get(at)
+      const len = this.maps.get(at / g)
       if (len === undefined) break
-      this.maps.delete(at)
+      this.maps.delete(at / g)
       at += len
     }
+  }
+
+  /** The bytes of the live mapping made through this port at `va`, if any. */
+  mappingBytes(va: number): number | undefined {
+    return this.maps.get(va / this.granularity)
   }
   setAccess(va: Address, bytes: number): void {
     this.inner.setAccess(va, bytes)
@@ -194,7 +204,8 @@ export class TrackedPort implements DriverPort, StreamPort {
     attempt(() => this.inner.streamSynchronize(0))
     if (this.synchronizeDevice !== undefined) attempt(this.synchronizeDevice)
     for (const h of this.streams.values()) attempt(() => this.inner.streamSynchronize(h))
-    for (const [va, bytes] of [...this.maps].reverse()) attempt(() => this.inner.memUnmap(va as Address, bytes))
+    const g = this.granularity
+    for (const [key, bytes] of [...this.maps].reverse()) attempt(() => this.inner.memUnmap((key * g) as Address, bytes))
     this.maps.clear()
     for (const [va, bytes] of [...this.ranges].reverse()) attempt(() => this.inner.addressFree(va as Address, bytes))
     this.ranges.clear()

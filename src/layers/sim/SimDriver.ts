@@ -92,21 +92,50 @@ interface Chunk {
   data: Uint8Array | undefined
 }
 
-interface Mapping {
-  readonly offset: number
-  readonly bytes: number
-  readonly handle: number
-  /** The devices that have access, as a bit set of ordinals (Note [Simulated system]). */
-  access: number
-}
-
+/**
+ * A reservation and its mappings, sorted by offset and non-overlapping, as parallel arrays (one
+ * entry per mapping, no object each: the replay maps thousands of chunks).
+ */
 interface Range {
   readonly base: number
   readonly bytes: number
   /** The ordinal of the device whose port reserved it. */
   readonly owner: number
-  /** Sorted by offset, non-overlapping. */
-  readonly maps: Array<Mapping>
+  readonly mOffset: Array<number>
+  readonly mBytes: Array<number>
+  readonly mHandle: Array<number>
+  /** The devices that have access to each mapping, as a bit set of ordinals (Note [Simulated system]). */
+  readonly mAccess: Array<number>
+}
+
+/** Inserts mapping `i` (appending is the common case: growth and stitches map in address order). */
+const insertMapping = (r: Range, i: number, offset: number, bytes: number, handle: number): void => {
+  if (i === r.mOffset.length) {
+    r.mOffset.push(offset)
+    r.mBytes.push(bytes)
+    r.mHandle.push(handle)
+    r.mAccess.push(0)
+  } else {
+    r.mOffset.splice(i, 0, offset)
+    r.mBytes.splice(i, 0, bytes)
+    r.mHandle.splice(i, 0, handle)
+    r.mAccess.splice(i, 0, 0)
+  }
+}
+
+/** Removes mappings [i, j). */
+const removeMappings = (r: Range, i: number, j: number): void => {
+  if (j === r.mOffset.length) {
+    r.mOffset.length = i
+    r.mBytes.length = i
+    r.mHandle.length = i
+    r.mAccess.length = i
+  } else {
+    r.mOffset.splice(i, j - i)
+    r.mBytes.splice(i, j - i)
+    r.mHandle.splice(i, j - i)
+    r.mAccess.splice(i, j - i)
+  }
 }
 
 /** A piece of physical memory behind a virtual extent. @category models */
@@ -410,7 +439,7 @@ export class SimDriver implements DriverPort, StreamPort {
     this.maybeFault("cuMemAddressReserve")
     const base = this.space.va.take(bytes, this.granularity)
     if (base === undefined) return fail("cuMemAddressReserve", "OutOfMemory", `no ${formatBytes(bytes)} of virtual space left`)
-    this.space.ranges.set(base, { base, bytes, owner: this.index, maps: [] })
+    this.space.ranges.set(base, { base, bytes, owner: this.index, mOffset: [], mBytes: [], mHandle: [], mAccess: [] })
     insertSorted(this.space.rangeBases, base)
     this.rangeCount++
     this.record("addressReserve", bytes, base, 0)
@@ -423,8 +452,8 @@ export class SimDriver implements DriverPort, StreamPort {
     if (range.bytes !== bytes) {
       fail("cuMemAddressFree", "InvalidValue", `size ${bytes} differs from the reserved size ${range.bytes}`)
     }
-    if (range.maps.length > 0) {
-      fail("cuMemAddressFree", "InvalidValue", `${range.maps.length} mapping(s) still live in the range`)
+    if (range.mOffset.length > 0) {
+      fail("cuMemAddressFree", "InvalidValue", `${range.mOffset.length} mapping(s) still live in the range`)
     }
     this.space.ranges.delete(va)
     removeSorted(this.space.rangeBases, va)
@@ -465,14 +494,13 @@ export class SimDriver implements DriverPort, StreamPort {
     const range = this.rangeOf("cuMemMap", va, bytes)
     const offset = va - range.base
     if (offset % this.granularity !== 0) fail("cuMemMap", "InvalidValue", `address 0x${va.toString(16)} is not aligned`)
-    const i = lowerBound(range.maps, offset)
-    const prev = range.maps[i - 1]
-    const next = range.maps[i]
-    if ((prev !== undefined && prev.offset + prev.bytes > offset) || (next !== undefined && next.offset < offset + bytes)) {
+    const mo = range.mOffset
+    const i = lowerBound(mo, offset)
+    if ((i > 0 && mo[i - 1]! + range.mBytes[i - 1]! > offset) || (i < mo.length && mo[i]! < offset + bytes)) {
       fail("cuMemMap", "InvalidValue", `[0x${va.toString(16)}, +${bytes}) overlaps an existing mapping`)
     }
     this.maybeFault("cuMemMap")
-    range.maps.splice(i, 0, { offset, bytes, handle, access: 0 })
+    insertMapping(range, i, offset, bytes, handle)
     chunk!.mappings++
     this.record("memMap", va, bytes, handle)
   }
@@ -480,34 +508,36 @@ export class SimDriver implements DriverPort, StreamPort {
   memUnmap(va: Address, bytes: number): void {
     const range = this.rangeOf("cuMemUnmap", va, bytes)
     const offset = va - range.base
-    const i = lowerBound(range.maps, offset)
+    const mo = range.mOffset
+    const i = lowerBound(mo, offset)
     let j = i
     let end = offset
-    while (j < range.maps.length && range.maps[j]!.offset === end && end < offset + bytes) {
-      end += range.maps[j]!.bytes
+    while (j < mo.length && mo[j] === end && end < offset + bytes) {
+      end += range.mBytes[j]!
       j++
     }
-    if (range.maps[i]?.offset !== offset || end !== offset + bytes) {
+    if (mo[i] !== offset || end !== offset + bytes) {
       fail("cuMemUnmap", "InvalidValue", `[0x${va.toString(16)}, +${bytes}) does not cover whole, adjacent mappings`)
     }
-    const removed = range.maps.splice(i, j - i)
-    for (const m of removed) {
-      const chunk = this.space.chunks.get(m.handle)!
+    for (let k = i; k < j; k++) {
+      const chunk = this.space.chunks.get(range.mHandle[k]!)!
       chunk.mappings--
       if (chunk.released && chunk.mappings === 0) this.dropChunk(chunk)
     }
+    removeMappings(range, i, j)
     this.record("memUnmap", va, bytes, 0)
   }
 
   setAccess(va: Address, bytes: number): void {
     const range = this.rangeOf("cuMemSetAccess", va, bytes)
     const offset = va - range.base
-    let i = lowerBound(range.maps, offset)
-    if (range.maps[i]?.offset !== offset) i = -1
+    const mo = range.mOffset
+    let i = lowerBound(mo, offset)
+    if (mo[i] !== offset) i = -1
     let end = offset
     const from = i
-    while (i >= 0 && i < range.maps.length && range.maps[i]!.offset === end && end < offset + bytes) {
-      end += range.maps[i]!.bytes
+    while (i >= 0 && i < mo.length && mo[i] === end && end < offset + bytes) {
+      end += range.mBytes[i]!
       i++
     }
     if (from < 0 || end < offset + bytes) {
@@ -515,7 +545,7 @@ export class SimDriver implements DriverPort, StreamPort {
     }
     // A standalone device has no peer: nothing to check.
     for (let k = from; k < i && this.space.devices.length > 1; k++) {
-      const location = this.space.chunks.get(range.maps[k]!.handle)!.location
+      const location = this.space.chunks.get(range.mHandle[k]!)!.location
       if (location !== this.index && !this.space.peerAccess(this.index, location)) {
         throw new DriverError({
           call: "cuMemSetAccess",
@@ -526,7 +556,7 @@ export class SimDriver implements DriverPort, StreamPort {
       }
     }
     this.maybeFault("cuMemSetAccess")
-    for (let k = from; k < i; k++) range.maps[k]!.access |= this.bit
+    for (let k = from; k < i; k++) range.mAccess[k]! |= this.bit
     this.record("setAccess", va, bytes, 0)
   }
 
@@ -667,7 +697,7 @@ export class SimDriver implements DriverPort, StreamPort {
   /** What is alive now. */
   ledger(): Ledger {
     let mappings = 0
-    for (const r of this.space.ranges.values()) if (r.owner === this.index) mappings += r.maps.length
+    for (const r of this.space.ranges.values()) if (r.owner === this.index) mappings += r.mOffset.length
     return {
       chunks: this.chunkCount,
       ranges: this.rangeCount,
@@ -701,16 +731,18 @@ export class SimDriver implements DriverPort, StreamPort {
     const pieces: Array<PhysicalPiece> = []
     let at = va - range.base
     const end = at + bytes
-    let i = lowerBound(range.maps, at)
-    if (range.maps[i]?.offset !== at) i--
+    const mo = range.mOffset
+    let i = lowerBound(mo, at)
+    if (mo[i] !== at) i--
     while (at < end) {
-      const m = range.maps[i]
-      if (m === undefined || m.offset > at || m.offset + m.bytes <= at) {
+      const mOffset = mo[i]
+      const mBytes = range.mBytes[i]
+      if (mOffset === undefined || mBytes === undefined || mOffset > at || mOffset + mBytes <= at) {
         return fail("translate", "InvalidValue", `byte at 0x${(range.base + at).toString(16)} is not mapped`)
       }
-      if ((m.access & this.bit) === 0) return fail("translate", "InvalidValue", `byte at 0x${(range.base + at).toString(16)} has no access`)
-      const len = Math.min(end, m.offset + m.bytes) - at
-      pieces.push({ chunk: m.handle, offset: at - m.offset, bytes: len })
+      if ((range.mAccess[i]! & this.bit) === 0) return fail("translate", "InvalidValue", `byte at 0x${(range.base + at).toString(16)} has no access`)
+      const len = Math.min(end, mOffset + mBytes) - at
+      pieces.push({ chunk: range.mHandle[i]!, offset: at - mOffset, bytes: len })
       at += len
       i++
     }
@@ -719,12 +751,14 @@ export class SimDriver implements DriverPort, StreamPort {
 }
 
 /** Index of the first mapping whose offset is >= `offset`. */
-const lowerBound = (maps: ReadonlyArray<Mapping>, offset: number): number => {
+const lowerBound = (offsets: ReadonlyArray<number>, offset: number): number => {
   let lo = 0
-  let hi = maps.length
+  let hi = offsets.length
+  // Maps and unmaps are mostly at the end (growth): check there before searching.
+  if (hi === 0 || offsets[hi - 1]! < offset) return hi
   while (lo < hi) {
     const mid = (lo + hi) >> 1
-    if (maps[mid]!.offset < offset) lo = mid + 1
+    if (offsets[mid]! < offset) lo = mid + 1
     else hi = mid
   }
   return lo
