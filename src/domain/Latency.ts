@@ -5,51 +5,59 @@
  * Note [Driver-time model]
  * ------------------------
  * One figure per call kind undercounts the calls that matter by an order of magnitude: measured
- * on an NVIDIA H200 (driver 580, `bench/calibration/vmm-sizes-h200.jsonl`, median of 5, made by
- * `bench/gpu/calibrate.ts`), one `cuMemSetAccess` over a range costs about 28 us *per mapping in
- * the range* (a range stitched from 64 chunks: 1.8 ms), unmapping costs ~20 us per mapping,
- * releasing a chunk grows with its bytes (14 us at 2 MiB, 245 us at 512 MiB, 4.5 ms at 8 GiB) and
- * so does creating one from about 1 GiB up (209 us at 2 GiB). So the model is:
+ * on an NVIDIA H200 (driver 580; `bench/calibration/vmm-sizes-h200.jsonl` and the sweep in
+ * `bench/results/2026-12-02-h200-driver-bill-before/calibration.jsonl`, both made by
+ * `bench/gpu/calibrate.ts`), one `cuMemSetAccess` over a range costs 23-31 us *per mapping in
+ * the range* (a range stitched from 64 chunks: 1.5-1.8 ms, and no cheaper than 64 calls of one
+ * chunk each), unmapping costs 15-20 us per mapping, releasing a chunk grows with its bytes
+ * (14 us at 2 MiB, 205-245 us at 512 MiB, 3.2-4.5 ms at 8 GiB) and so does creating one from
+ * about 2 GiB up. So the model is:
  *
  * - `memCreate`, `memRelease`, `addressReserve`, `addressFree`, `memMap`: one call on one object
- *   of `bytes`: the sweep's figure at that size.
- * - `setAccess` and `memUnmap` over a range: a fixed part per call plus, for every mapping in the
- *   range, the sweep's single-mapping figure at that mapping's size less the fixed part. The
- *   fixed part of set access (3.7 us) is the least-squares fit of the stitched-range rows
- *   (N = 1, 8, 64, 256 chunks of 2 MiB: model within 13% of each); unmap's rows show no fixed
- *   part (~20 us per chunk at every N), so it is 0.
- * - Between measured sizes the figure is interpolated linearly in bytes (the large-size costs are
- *   proportional to bytes); below the smallest it is the smallest's; beyond the largest the last
- *   segment's slope continues (clamped to be no less than the largest's figure).
- * - `memAlloc` and `memFree` (the native caching baseline's) were not in the H200 sweep: their
+ *   of `bytes`: the table's figure at that size.
+ * - `setAccess` and `memUnmap` over a range: the sum, over the mappings in the range, of the
+ *   table's figure at each mapping's size (the stitched-range rows show no fixed part per call).
+ * - Between the table's sizes the figure is interpolated linearly in bytes (the large-size costs
+ *   are proportional to bytes); below the smallest it is the smallest's; beyond the largest it
+ *   stays flat, but for create and release, whose last segment's slope continues.
+ * - The figures' *shape* over sizes is the size sweep's; their *level* is what the calls cost in
+ *   bulk, in a replay on the device (`driver-bill.sh`: the driver time measured around each call,
+ *   by kind, over every bundled trace with gmlake and expandable): a create costs 14-19 us there
+ *   against 22 us alone, a map 1.2-2.7 us against 2.9, a reservation 13-45 us against 3-10 (many
+ *   ranges live), a set access about 30 us per 2 MiB mapping. With these levels the model was
+ *   within 23% of the measured driver time of each of those 20 replays (it was 19% under to 36%
+ *   over with the sweep's single-call figures; runs of the same replay differ by up to 30%).
+ * - `memAlloc` and `memFree` (the native caching baseline's) were not measured on the H200: their
  *   H100 figures (54-118 us and 43-367 us at 2-512 MiB, through koffi, driver 580) stand, and
  *   stay flat beyond 512 MiB.
  *
- * The model knows nothing of koffi's own overhead (~0.1-0.4 us per call) or of synchronization;
- * `bench/gpu/driver-bill.sh` compares it with the driver time measured around every call of a
- * replay on the GPU.
+ * The model knows nothing of synchronization; `bench/gpu/driver-bill.sh` compares it with the
+ * driver time measured around every call of a replay on the GPU.
  *
  * @since 0.1.0
  */
 import type { DriverCallKind } from "./DriverPort.ts"
 
-/** The sizes of the sweep, in MiB. @category models */
-export const sweepMiB: ReadonlyArray<number> = [2, 8, 32, 128, 512, 2048, 8192]
+/** The sizes the model has a figure for, in MiB. @category models */
+export const sweepMiB: ReadonlyArray<number> = [2, 8, 20, 32, 128, 512, 2048, 8192]
 
 /**
- * Median microseconds of one call on one object of each size of `sweepMiB` (one mapping for
- * `setAccess` and `memUnmap`), H200, driver 580.
+ * Microseconds of one call on one object of each size of `sweepMiB` (one mapping for `setAccess`
+ * and `memUnmap`), NVIDIA H200, driver 580 (Note [Driver-time model]).
  * @category models
  */
-export const h200Sweep: Readonly<Record<Exclude<DriverCallKind, "memAlloc" | "memFree">, ReadonlyArray<number>>> = {
-  memCreate: [21.6, 21.9, 18.5, 16.9, 23.5, 209.2, 783.1],
-  addressReserve: [2.8, 2.9, 5.7, 4.1, 4.6, 6.6, 12],
-  memMap: [2.9, 3, 2.2, 2.3, 1.9, 2.6, 5.4],
-  setAccess: [31.2, 29.8, 47, 51, 63.3, 118.6, 348.8],
-  memUnmap: [19.6, 20.8, 26.9, 27.5, 31.2, 45.6, 101.5],
-  addressFree: [1.7, 1.8, 3.6, 3.2, 3.3, 4.6, 7.3],
-  memRelease: [13.8, 19.5, 38.9, 94.1, 244.7, 1043.4, 4548.9]
+export const h200Model: Readonly<Record<Exclude<DriverCallKind, "memAlloc" | "memFree">, ReadonlyArray<number>>> = {
+  memCreate: [15.5, 15.5, 15.5, 15.5, 17, 20, 120, 600],
+  addressReserve: [20, 20, 20, 20, 20, 20, 20, 35],
+  memMap: [1.8, 1.8, 1.8, 1.8, 1.8, 1.8, 2.2, 5],
+  setAccess: [30, 30, 33, 42, 51, 63, 105, 300],
+  memUnmap: [18, 19, 20, 27, 30, 33, 44, 98],
+  addressFree: [3, 3, 3, 3, 3, 3, 3, 6],
+  memRelease: [15, 22, 31, 39, 100, 225, 800, 3900]
 }
+
+/** Kinds whose cost keeps growing with bytes past the largest size (the rest stay flat). */
+const growing: ReadonlySet<DriverCallKind> = new Set(["memCreate", "memRelease"])
 
 /** The sizes of the H100 measurement of classic allocations, in MiB. @category models */
 export const classicMiB: ReadonlyArray<number> = [2, 16, 64, 512]
@@ -67,7 +75,7 @@ export const h100Classic: Readonly<Record<"memAlloc" | "memFree", ReadonlyArray<
  * The fixed part of one `setAccess` / `memUnmap` call, microseconds (Note [Driver-time model]).
  * @category models
  */
-export const rangeCallBase: Readonly<Record<"setAccess" | "memUnmap", number>> = { setAccess: 3.7, memUnmap: 0 }
+export const rangeCallBase: Readonly<Record<"setAccess" | "memUnmap", number>> = { setAccess: 0, memUnmap: 0 }
 
 const MIB = 1024 * 1024
 
@@ -78,13 +86,14 @@ const MIB = 1024 * 1024
  */
 export const estimateMicros = (kind: DriverCallKind, bytes: number): number =>
   kind === "memAlloc" || kind === "memFree"
-    ? interpolate(classicMiB, h100Classic[kind], bytes / MIB)
-    : interpolate(sweepMiB, h200Sweep[kind], bytes / MIB)
+    ? interpolate(classicMiB, h100Classic[kind], bytes / MIB, false)
+    : interpolate(sweepMiB, h200Model[kind], bytes / MIB, growing.has(kind))
 
 /** Piecewise linear in size through the measured points (Note [Driver-time model]). */
-const interpolate = (sizes: ReadonlyArray<number>, row: ReadonlyArray<number>, mib: number): number => {
+const interpolate = (sizes: ReadonlyArray<number>, row: ReadonlyArray<number>, mib: number, grows: boolean): number => {
   const n = sizes.length
   if (!(mib > sizes[0]!)) return row[0]!
+  if (mib > sizes[n - 1]! && !grows) return row[n - 1]!
   for (let i = 1; i < n; i++) {
     const hi = sizes[i]!
     if (mib <= hi || i === n - 1) {
