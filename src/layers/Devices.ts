@@ -26,6 +26,7 @@
  */
 import { Context, Effect, Layer, Scope } from "effect"
 import type { Allocator, PolicyName } from "../domain/Allocator.ts"
+import type { DevicePort } from "../domain/DevicePort.ts"
 import { DriverError, InvalidRequestError } from "../domain/Errors.ts"
 import {
   type PeerCounters,
@@ -38,7 +39,6 @@ import type { AllocatorStats } from "../domain/adaptors/Stats.ts"
 import { loadCudaLibrary, openCudaDevice } from "./cuda/CudaDriverLayer.ts"
 import { layerOver } from "./DriverLayer.ts"
 import type { SimSystem } from "./sim/SimSystem.ts"
-import type { TrackedPort } from "./TrackedPort.ts"
 import { cudaError } from "../cuda/CudaError.ts"
 import type { CudaDevice } from "../cuda/CudaPort.ts"
 import * as GpuAllocator from "../services/Allocator.ts"
@@ -87,7 +87,7 @@ export interface DevicesOptions<E> {
   /** Peer access between the opened devices, asked once every driver is open. */
   readonly peerAccess: Effect.Effect<(from: number, to: number) => boolean, E>
   /** The allocator core of one device, over its port (e.g. `makeAllocator`). */
-  readonly allocator: (port: TrackedPort, ordinal: number) => Allocator
+  readonly allocator: (port: DevicePort, ordinal: number) => Allocator
   /** Peer stitching (Note [Peer stitching]); off unless given. */
   readonly peerStitching?: PeerStitchingConfig | false
   /** Receives what could not be given back of the borrowed memory when the session closes. */
@@ -196,7 +196,7 @@ export interface SessionOptions {
   readonly onRelease?: (failures: ReadonlyArray<string>) => void
 }
 
-const allocatorOf = (options: SessionOptions) => (port: TrackedPort): Allocator =>
+const allocatorOf = (options: SessionOptions) => (port: DevicePort): Allocator =>
   makeAllocator(options.policy ?? "gmlake", port, options.policyOptions ?? {}, port)
 
 const sessionFields = (options: SessionOptions) => ({

@@ -17,23 +17,13 @@
  *
  * @since 0.1.0
  */
+import type { DevicePort, LiveHandles } from "../domain/DevicePort.ts"
 import type { DriverPort } from "../domain/DriverPort.ts"
 import type { StreamPort } from "../domain/StreamPort.ts"
 import { DriverError } from "../domain/Errors.ts"
 import type { Address, ChunkHandle } from "../domain/Units.ts"
 
-/** What the registry holds now. @category models */
-export interface LiveHandles {
-  readonly chunks: number
-  readonly ranges: number
-  readonly mappings: number
-  readonly allocations: number
-  readonly streams: number
-  readonly events: number
-}
-
-/** A device: VMM primitives, streams and events. @category models */
-export type DevicePort = DriverPort & StreamPort
+export type { DevicePort, LiveHandles }
 
 /** @category constructors */
 export class TrackedPort implements DriverPort, StreamPort {

@@ -10,8 +10,8 @@
  */
 import { Context, Effect, Layer, type Scope } from "effect"
 import type { Allocator, PolicyName } from "../domain/Allocator.ts"
+import type { DevicePort } from "../domain/DevicePort.ts"
 import { DriverError, InvalidBlockError, InvalidRequestError, OutOfMemoryError } from "../domain/Errors.ts"
-import type { TrackedPort } from "../layers/TrackedPort.ts"
 import { type AllocatorStats, StatsAllocator } from "../domain/adaptors/Stats.ts"
 import type { Address, BlockId } from "../domain/Units.ts"
 import { Driver } from "./Driver.ts"
@@ -88,7 +88,7 @@ const isDriverError = (e: unknown): e is DriverError => e instanceof DriverError
  * whatever it still holds when the session closes (Note [Handle ownership]).
  * @category layers
  */
-export const layer = (make: (port: TrackedPort) => Allocator): Layer.Layer<GpuAllocator, never, Driver> =>
+export const layer = (make: (port: DevicePort) => Allocator): Layer.Layer<GpuAllocator, never, Driver> =>
   Layer.effect(
     GpuAllocator,
     Effect.gen(function*() {

@@ -1,17 +1,18 @@
 /**
  * The driver service: one device's VMM primitives, for the allocator stack.
  *
- * The service hands out the synchronous `DriverPort` (Note [Plans as a dialogue]) wrapped in a
- * `TrackedPort` that owns every handle made through it (Note [Handle ownership]); the layer that
- * builds the service acquires that registry with `acquireRelease`, so closing the session gives
- * everything back. Backends: `layers/SimDriverLayer.ts` (the simulated device) and
- * `layers/CudaDriverLayer.ts` (libcuda through koffi).
+ * The service hands out the synchronous device port (Note [Plans as a dialogue] in
+ * `domain/DriverPort.ts`); the layers wrap it in a registry that owns every handle made through it
+ * (`layers/TrackedPort.ts`, Note [Handle ownership]) and acquire that registry with
+ * `acquireRelease`, so closing the session gives everything back. Backends:
+ * `layers/sim/SimDriverLayer.ts` (the simulated device) and `layers/cuda/CudaDriverLayer.ts`
+ * (libcuda through koffi).
  *
  * @since 0.1.0
  */
 import { Context, Effect } from "effect"
 import { DriverError } from "../domain/Errors.ts"
-import type { LiveHandles, TrackedPort } from "../layers/TrackedPort.ts"
+import type { DevicePort, LiveHandles } from "../domain/DevicePort.ts"
 
 /** What a session knows of its device. @category models */
 export interface DeviceInfo {
@@ -27,8 +28,11 @@ export interface DeviceInfo {
 /** @category services */
 export class Driver extends Context.Service<Driver, {
   readonly info: DeviceInfo
-  /** The synchronous port the allocator core runs on; owns every handle made through it. */
-  readonly port: TrackedPort
+  /**
+   * The synchronous port the allocator core runs on. The layers hand out one that owns every
+   * handle made through it (`layers/TrackedPort.ts`, Note [Handle ownership]).
+   */
+  readonly port: DevicePort
   /** `cuMemGetInfo`: free and total device memory. */
   readonly memGetInfo: Effect.Effect<{ readonly free: number; readonly total: number }, DriverError>
   /** Waits for all device work (before unmapping memory that kernels may still use). */
