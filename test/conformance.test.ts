@@ -1,13 +1,17 @@
 /**
  * One conformance suite, run against every allocator stack (each policy over the metered,
  * simulated device): random operation streams checked after every step against a shadow model of
- * what must hold whatever the policy (DESIGN.md section 7).
+ * what must hold whatever the policy. The gmlake policy runs twice: with its default parts, and
+ * with another pool put under it (Note [Replaceable parts]), which must change nothing it owes.
  */
 import { describe, expect, it } from "@effect/vitest"
 import * as fc from "fast-check"
-import type { Allocator, PolicyName } from "../src/domain/Allocator.ts"
+import type { Allocator } from "../src/domain/Allocator.ts"
 import { policyNames } from "../src/domain/Allocator.ts"
+import type { DriverPort } from "../src/domain/DriverPort.ts"
 import { InvalidBlockError, OutOfMemoryError } from "../src/domain/Errors.ts"
+import { makeStitcher } from "../src/domain/policies/gmlake/Parts.ts"
+import { ChunkPool } from "../src/domain/policies/gmlake/Pool.ts"
 import { makeAllocator } from "../src/domain/policies/Policies.ts"
 import type { BlockId } from "../src/domain/Units.ts"
 import { MeteredPort } from "../src/layers/MeteredPort.ts"
@@ -78,11 +82,34 @@ const pick = <K, V>(m: ReadonlyMap<K, V>, n: number): K | undefined => {
   return undefined
 }
 
+type Make = (port: DriverPort) => Allocator
+
+/** A pool that counts the chunks entering and leaving it: another pool under the same policy. */
+class CountingPool extends ChunkPool {
+  created = 0
+  released = 0
+  override add(handle: number, seg: number, start: number, size: number): number {
+    this.created++
+    return super.add(handle, seg, start, size)
+  }
+  override remove(c: number): void {
+    this.released++
+    super.remove(c)
+  }
+}
+
+/** Every allocator stack: each policy with its defaults, and gmlake built over another pool. */
+const stacks: ReadonlyArray<readonly [string, Make]> = [
+  ...policyNames.map((p): readonly [string, Make] => [p, (port) => makeAllocator(p, port)]),
+  ["gmlake over a counting pool", (port) =>
+    makeAllocator("gmlake", port, { gmlakeParts: { pool: () => new CountingPool(), stitcher: makeStitcher } })]
+]
+
 /** Runs ops; returns the successful requests, in order, for the replay check. */
-const runOps = (policy: PolicyName, cap: number, ops: ReadonlyArray<Op>) => {
+const runOps = (make: Make, cap: number, ops: ReadonlyArray<Op>) => {
   const sim = new SimDriver({ capacity: cap })
   const port = new MeteredPort(sim)
-  const a = makeAllocator(policy, port)
+  const a = make(port)
   const live = new Map<BlockId, Shadow>()
   const pending = new Map<BlockId, Shadow>()
   for (const o of ops) {
@@ -132,11 +159,11 @@ const runOps = (policy: PolicyName, cap: number, ops: ReadonlyArray<Op>) => {
   return { a, sim, port, live, pending }
 }
 
-describe.each(policyNames)("conformance: %s", (policy) => {
+describe.each(stacks)("conformance: %s", (_name, make) => {
   it("keeps every invariant on random operation streams", () => {
     fc.assert(
       fc.property(capacity, fc.array(op, { minLength: 1, maxLength: 80 }), (cap, ops) => {
-        const { a, sim, live, pending } = runOps(policy, cap, ops)
+        const { a, sim, live, pending } = runOps(make, cap, ops)
         // Frees return the pool to a state where the same requests succeed again.
         for (const b of pending.keys()) a.complete(b)
         for (const b of live.keys()) a.free(b)
@@ -161,7 +188,7 @@ describe.each(policyNames)("conformance: %s", (policy) => {
         const cap = capMiB * MiB
         const sim = new SimDriver({ capacity: cap })
         const port = new MeteredPort(sim)
-        const a = makeAllocator(policy, port)
+        const a = make(port)
         const blocks: Array<BlockId> = []
         let oom: OutOfMemoryError | undefined
         for (let i = 0; i < 1000 && oom === undefined; i++) {
@@ -194,7 +221,7 @@ describe.each(policyNames)("conformance: %s", (policy) => {
 
   it("rejects bad requests with typed errors and no state change", () => {
     const sim = new SimDriver()
-    const a = makeAllocator(policy, new MeteredPort(sim))
+    const a = make(new MeteredPort(sim))
     for (const bad of [0, -1, 1.5, Number.NaN]) expect(() => a.malloc(bad, 0)).toThrow()
     expect(() => a.free(12345 as BlockId)).toThrow(InvalidBlockError)
     expect(() => a.address(12345 as BlockId)).toThrow(InvalidBlockError)

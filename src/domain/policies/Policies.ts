@@ -11,6 +11,7 @@ import type { StreamPort } from "../StreamPort.ts"
 import { CachingAllocator, type CachingConfig } from "./pytorch/Caching.ts"
 import { ExpandableAllocator, type ExpandableConfig } from "./pytorch/Expandable.ts"
 import { StitchingAllocator } from "./gmlake/StitchingAllocator.ts"
+import type { PartFactories } from "./gmlake/Parts.ts"
 import type { StitchingConfig } from "./gmlake/StitchingConfig.ts"
 
 /** Per-policy configuration; absent means the policy's defaults. @category models */
@@ -27,6 +28,8 @@ export interface PolicyOptions {
    * follow and costs memory when the device runs far behind the allocator (bench/results).
    */
   readonly crossStream?: boolean
+  /** The gmlake policy's pool and stitcher (Note [Replaceable parts]); absent means the defaults. */
+  readonly gmlakeParts?: PartFactories
 }
 
 /**
@@ -44,7 +47,7 @@ export const makeAllocator = (
     ? new CachingAllocator(port, options.caching)
     : name === "expandable"
     ? new ExpandableAllocator(port, options.expandable)
-    : new StitchingAllocator(port, options.gmlake, streams)
+    : new StitchingAllocator(port, options.gmlake, streams, options.gmlakeParts)
   const shared = options.crossStream === true && streams !== undefined ? new CrossStreamAllocator(core, streams) : core
   return new AdmissionAllocator(shared, port)
 }

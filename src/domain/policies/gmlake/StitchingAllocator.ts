@@ -69,11 +69,12 @@ import type { Address, BlockId } from "../../Units.ts"
 import { Adoption } from "./Adoption.ts"
 import { G_DEFERRED, G_LIVE, GrantTable } from "./Grants.ts"
 import { checkIntegrity } from "./Integrity.ts"
-import { ChunkPool } from "./Pool.ts"
+import { defaultParts, type PartFactories } from "./Parts.ts"
+import type { ChunkPool } from "./Pool.ts"
 import { Pressure } from "./Pressure.ts"
 import { FREE, type GrowthShape, Segments, type StreamPool } from "./Segments.ts"
 import { Selection } from "./Selection.ts"
-import { Stitcher } from "./Stitcher.ts"
+import type { Stitcher } from "./Stitcher.ts"
 import { defaultStitchingConfig, type StitchingConfig } from "./StitchingConfig.ts"
 
 /**
@@ -103,8 +104,14 @@ export class StitchingAllocator implements Allocator {
   /**
    * `streams`, the device's streams and events, enables cross-stream adoption (with the
    * `crossStream` setting, on by default); without it every stream keeps to its own chunks.
+   * `parts` builds the pool and the stitcher (Note [Replaceable parts] in `Parts.ts`).
    */
-  constructor(port: DriverPort, config: StitchingConfig = defaultStitchingConfig, streams?: StreamPort) {
+  constructor(
+    port: DriverPort,
+    config: StitchingConfig = defaultStitchingConfig,
+    streams?: StreamPort,
+    parts: PartFactories = defaultParts
+  ) {
     this.port = port
     this.config = config
     const g = port.granularity
@@ -120,9 +127,15 @@ export class StitchingAllocator implements Allocator {
     }
     this.placement = config.placement
     this.allocateAndStitch = config.allocateAndStitch
-    this.chunks = new ChunkPool()
+    this.chunks = parts.pool()
     this.segments = new Segments(this.chunks, g, unit)
-    this.stitcher = new Stitcher(port, this.chunks, this.segments, config.reuseLimit, config.maxCachedStitchedBytes)
+    this.stitcher = parts.stitcher({
+      port,
+      chunks: this.chunks,
+      segments: this.segments,
+      reuseLimit: config.reuseLimit,
+      maxCached: config.maxCachedStitchedBytes
+    })
     this.selection = new Selection(this.chunks, this.segments, Math.max(unit, config.minPartialBytes))
     this.pressure = new Pressure(port, this.chunks, this.segments, this.stitcher)
     this.adoption = config.crossStream && streams !== undefined
