@@ -31,7 +31,7 @@
  * size is checked to be a positive safe integer first, because koffi silently wraps a negative
  * or fractional `size_t`. Nothing else is allocated unless the call fails. On the fake libcuda
  * (whose own work is 6 to 11 ns a call) each costs 50 to 65 ns (Node 24, 2-core VM); on an H100
- * the driver's own 2 to 80 us dominate (DESIGN.md section 6).
+ * the driver's own 2 to 80 us dominate (`bench/calibration`).
  *
  * @since 0.1.0
  */

@@ -5,7 +5,8 @@
  * An allocator is a synchronous object over a `DriverPort` (see Note [Plans as a dialogue] in
  * `DriverPort.ts`). It owns its state and mutates it in place: the replay of a trace performs
  * about a hundred thousand operations and must stay well under a microsecond each, which
- * persistent data structures would not allow (EFFECT4.md, section i). It does no I/O but through
+ * persistent data structures would not allow (an immutable map update costs more than a
+ * whole operation here). It does no I/O but through
  * the port, reads no clock and no global configuration: its configuration is a value passed to
  * its constructor.
  *

@@ -17,7 +17,7 @@
  *
  * The port is synchronous on purpose: both backends are (the simulator is plain code, koffi calls
  * into libcuda are blocking), and the allocator's hot path must not pay for an Effect per step
- * (EFFECT4.md, measured overheads). The Effect services wrap whole operations, not steps.
+ * (about 0.1 us each inside a fiber on Effect 4, as much as a whole simulated step). The Effect services wrap whole operations, not steps.
  *
  * Preconditions the port enforces (as the real driver does) and policies must respect:
  * - sizes passed to `memCreate`, `addressReserve`, `memMap` are positive multiples of `granularity`;

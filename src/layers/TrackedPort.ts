@@ -6,7 +6,7 @@
  * -----------------------
  * The allocator creates and releases chunks, ranges and mappings as its policy decides, at
  * thousands per trace; a `Scope` per handle would cost a microsecond or two each on the hot path
- * (EFFECT4.md, section i). Instead every handle goes through this registry, and the session layer
+ * (measured on Effect 4: opening and closing a scope with one finalizer). Instead every handle goes through this registry, and the session layer
  * acquires the registry itself with `Effect.acquireRelease`: the registry's release gives back
  * every handle still alive, in the order the driver needs (synchronize, unmap every mapping, free
  * every range, release every chunk, free every classic allocation). Closing the session's scope,
@@ -48,8 +48,8 @@ export class TrackedPort implements DriverPort, StreamPort {
 
   /**
    * `synchronize`, when given, waits for all device work; it runs before every unmap, because
-   * kernels queued on any stream may still use the memory (DESIGN.md section 6: synchronize the
-   * streams that used a range before unmapping it). Unmaps are rare: a cache being emptied,
+   * kernels queued on any stream may still use the memory (CUDA does not wait for them: the
+   * streams that used a range must be synchronized before it is unmapped). Unmaps are rare: a cache being emptied,
    * memory pressure, a stitched view evicted.
    */
   constructor(inner: DevicePort, synchronize?: () => void) {

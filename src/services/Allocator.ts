@@ -3,8 +3,8 @@
  * to a scope, with typed errors and statistics.
  *
  * The synchronous core (`domain/Allocator.ts`) does the work; each operation here is one
- * `Effect.suspend` around a core call (about 0.1 microsecond inside a running fiber, EFFECT4.md
- * section i), and `core` is exposed for loops that must not pay even that (trace replay).
+ * `Effect.suspend` around a core call (about 0.1 microsecond inside a running fiber, measured on
+ * Effect 4 under Node 24), and `core` is exposed for loops that must not pay even that (trace replay).
  *
  * @since 0.1.0
  */

@@ -20,7 +20,7 @@ describe("Binding", () => {
     }
   })
 
-  it("lays out the VMM structs as the C compiler does (DESIGN.md section 6)", async () => {
+  it("lays out the VMM structs as the C compiler does", async () => {
     const lib = await freshLibrary()
     const koffiLayout = lib.structLayout()
     const c = fake.layout()

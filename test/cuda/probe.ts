@@ -17,7 +17,7 @@ import { CudaPort, openDevice } from "../../src/cuda/CudaPort.ts"
 import { DriverError, type DriverFailureReason } from "../../src/domain/Errors.ts"
 import type { Address, ChunkHandle } from "../../src/domain/Units.ts"
 
-/** One check that the device behaves as DESIGN.md section 6 says. */
+/** One check that the device follows the VMM rules the binding and the simulator assume. */
 export interface ProbeCheck {
   readonly name: string
   readonly ok: boolean

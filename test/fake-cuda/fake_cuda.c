@@ -1,6 +1,6 @@
 /*
  * A fake libcuda for CI: every driver entry point that src/cuda/Binding.ts declares, over host
- * memory, with the real driver's VMM rules (DESIGN.md section 6), so the koffi binding and the
+ * memory, with the real driver's VMM rules (granularity, whole-chunk maps, unmap before free), so the koffi binding and the
  * CUDA port are exercised on every `npm test` without a GPU.
  *
  * Note [Fake device model]
@@ -104,7 +104,7 @@ enum { CU_MEM_ALLOC_GRANULARITY_MINIMUM = 0, CU_MEM_ALLOC_GRANULARITY_RECOMMENDE
 #define CUDAAPI
 #endif
 
-/* The layouts the binding pre-encodes (DESIGN.md section 6), checked here against cuda.h. */
+/* The layouts the binding pre-encodes (Note [Pre-encoded structs and out slots]), checked here against cuda.h. */
 _Static_assert(sizeof(CUmemLocation) == 8, "CUmemLocation is 8 bytes");
 _Static_assert(sizeof(CUmemAllocationProp) == 32, "CUmemAllocationProp is 32 bytes");
 _Static_assert(offsetof(CUmemAllocationProp, requestedHandleTypes) == 4, "requestedHandleTypes @4");

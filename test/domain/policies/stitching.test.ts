@@ -65,7 +65,7 @@ interface Model {
   readonly pending: Map<BlockId, Shadow>
 }
 
-/** Every invariant that must hold between two operations (DESIGN.md section 7). */
+/** Every invariant that must hold between two operations (the shadow model's checks). */
 const checkInvariants = ({ a, port, sim }: Setup, { live, pending }: Model): void => {
   const extents = [...live.values(), ...pending.values()].sort((x, y) => x.address - y.address)
   // No two blocks overlap in virtual memory.

@@ -23,7 +23,7 @@
  *   A chunk can only be stitched when it is wholly free, so its size bounds the free bytes that a
  *   live neighbour strands; the number of chunks is the driver bill (one `cuMemCreate`, one map,
  *   one `cuMemRelease` each), and a `cuMemCreate` costs about the same from 2 MiB to 512 MiB
- *   (DESIGN.md section 6). Sized to the request, what a chunk can strand stays below a quarter of
+ *   (measured on an H100 and an H200, `bench/calibration`). Sized to the request, what a chunk can strand stays below a quarter of
  *   the tensors the workload uses, at any scale, for at most eight chunks per request below
  *   512 MiB (where the cap takes over). Past 64 MiB a chunk no longer gets cheaper per call
  *   (`cuMemCreate` 47 us at 64 MiB, 43 us at 512 MiB) and `cuMemRelease` gets dearer (76 us,

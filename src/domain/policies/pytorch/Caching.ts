@@ -1,7 +1,7 @@
 /**
  * PyTorch's native CUDA caching allocator (`c10/cuda/CUDACachingAllocator.cpp`, PyTorch 2.11),
- * faithful to the byte: the baseline every comparison in the project is measured against
- * (DESIGN.md section 5). Also home of the size rules and the block table that the expandable
+ * faithful to the byte: the baseline every comparison in the project is measured against (it
+ * reproduces PyTorch's recorded peak reserved on the bundled traces). Also home of the size rules and the block table that the expandable
  * baseline (`Expandable.ts`) shares, since they are the same rules in PyTorch.
  *
  * Note [Caching allocator rules]

@@ -1,7 +1,7 @@
 /**
  * PyTorch's expandable segments (`PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True`, Note
  * [Expandable Segments] in `c10/cuda/CUDACachingAllocator.cpp`, PyTorch 2.11): the second
- * faithful baseline (DESIGN.md section 5).
+ * faithful baseline, rule for rule, so that it reproduces PyTorch's recorded peaks.
  *
  * Note [Expandable segment rules]
  * -------------------------------
@@ -30,8 +30,8 @@
  * Note [Growing by pages]
  * -----------------------
  * Growth creates all the pages first, then maps them, then sets access over the new contiguous
- * run in one call, as PyTorch does (`mapAndSetAccess`): set-access is the costly step (DESIGN.md
- * section 6) and its cost barely grows with the extent. A failure anywhere rolls back what this
+ * run in one call, as PyTorch does (`mapAndSetAccess`): set-access is the costly step (per call
+ * it costs about as much as a map; `bench/calibration`) and its cost barely grows with the extent. A failure anywhere rolls back what this
  * growth did (unmap, release), so a refused step leaves the device and the policy as they were;
  * a refusal for lack of memory then sends the request down the release-and-retry path.
  *
