@@ -24,4 +24,9 @@ export interface StreamPort {
   eventSynchronize(event: number): void
   /** `cuEventDestroy`. */
   eventDestroy(event: number): void
+  /**
+   * Whether `stream` names a live stream (0 always does), where the port can tell cheaply; the
+   * allocator refuses a request on any other stream before it would record an event on it.
+   */
+  isStream?(stream: number): boolean
 }

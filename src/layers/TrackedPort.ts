@@ -135,6 +135,10 @@ export class TrackedPort implements DriverPort, StreamPort {
     return h
   }
 
+  isStream(stream: number): boolean {
+    return stream === 0 || this.streams.has(stream)
+  }
+
   streamCreate(): number {
     const h = this.inner.streamCreate()
     const id = this.nextStream++

@@ -104,6 +104,9 @@ describe.each(policyNames)("allocator service entry points: %s", (policy) => {
       for (const stream of [-1, 70000, 0.5]) {
         expect((yield* Effect.flip(alloc.allocate(MiB, stream)))._tag).toBe("InvalidRequestError")
       }
+      // In range, but not a stream of the session: refused before an event would be recorded on it.
+      const notStream = yield* Effect.flip(alloc.allocate(MiB, 7))
+      expect(notStream.message).toMatch(/stream 7 is not a stream of this session/)
       const oom = yield* Effect.flip(alloc.allocate(1e12))
       expect(oom._tag).toBe("OutOfMemoryError")
       expect((yield* alloc.stats).reservedPeak).toBe(0)

@@ -28,8 +28,9 @@
  */
 import type { Allocator, PolicyCounters, PolicyName } from "../Allocator.ts"
 import type { DriverPort } from "../DriverPort.ts"
-import { OutOfMemoryError } from "../Errors.ts"
+import { InvalidRequestError, OutOfMemoryError } from "../Errors.ts"
 import { checkBlockId, checkSize, checkStream } from "../Request.ts"
+import type { StreamPort } from "../StreamPort.ts"
 import type { Address, BlockId } from "../Units.ts"
 
 /** What admission needs of the device. @category models */
@@ -41,17 +42,27 @@ export class AdmissionAllocator implements Allocator {
   readonly inner: Allocator
   private readonly port: AdmissionPort
   private readonly granularity: number
+  private readonly streams: StreamPort | undefined
 
-  constructor(inner: Allocator, port: AdmissionPort) {
+  /**
+   * `streams`, when given, is the session's: the allocator records events on the streams of its
+   * requests (cross-stream reuse, adoption), so a request on a stream the session does not have
+   * is refused here rather than failing later inside a free.
+   */
+  constructor(inner: Allocator, port: AdmissionPort, streams?: StreamPort) {
     this.inner = inner
     this.policy = inner.policy
     this.port = port
     this.granularity = port.granularity > 0 ? port.granularity : 1
+    this.streams = streams
   }
 
   malloc(size: number, stream: number): BlockId {
     checkSize(size)
     checkStream(stream)
+    if (stream !== 0 && this.streams?.isStream?.(stream) === false) {
+      throw new InvalidRequestError({ detail: `stream ${stream} is not a stream of this session (create it first)` })
+    }
     const g = this.granularity
     const need = size <= g ? g : Math.ceil(size / g) * g
     if (need > this.inner.reserved()) this.admit(size, stream, need)

@@ -49,7 +49,7 @@ export const makeAllocator = (
     ? new ExpandableAllocator(port, options.expandable)
     : new StitchingAllocator(port, options.gmlake, streams, options.gmlakeParts)
   const shared = options.crossStream === true && streams !== undefined ? new CrossStreamAllocator(core, streams) : core
-  return new AdmissionAllocator(shared, port)
+  return new AdmissionAllocator(shared, port, streams)
 }
 
 /** Parses a policy name, or `undefined`. @category parsing */

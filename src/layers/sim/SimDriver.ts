@@ -653,6 +653,10 @@ export class SimDriver implements DriverPort, StreamPort {
     this.clock += n
   }
 
+  isStream(stream: number): boolean {
+    return this.streams.has(stream)
+  }
+
   streamCreate(): number {
     // Not subject to fault injection: faults model memory calls (Note [Simulated streams]).
     const s = this.nextStream++
