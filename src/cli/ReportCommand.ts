@@ -39,7 +39,9 @@ const capacities = Flag.String("capacity").pipe(
 export const report = Command.make(
   "report",
   {
-    trace: Argument.String("trace").pipe(Argument.withDescription("a gmlake-trace/1 file, gzip or plain JSON")),
+    trace: Argument.String("trace").pipe(
+      Argument.withDescription("a gmlake-trace/1 file (gzip or plain JSON) or a PyTorch memory snapshot (.pickle)")
+    ),
     out: Flag.String("out").pipe(Flag.withMetavar("FILE"), Flag.withDescription("write the HTML page here")),
     policies: Options.policies,
     capacities,

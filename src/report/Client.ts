@@ -57,7 +57,9 @@ export interface ClientData {
 export const client = (U: typeof uPlot, data: ClientData): void => {
   const gb = (v: number | null) => (v === null ? "-" : `${(v / 1e9).toFixed(2)} GB`)
   const count = (v: number | null) => (v === null ? "-" : String(Math.round(v)))
-  const events = (v: number) => (v >= 1e6 ? `${(v / 1e6).toFixed(1)}M` : v >= 1e3 ? `${(v / 1e3).toFixed(0)}k` : String(v))
+  // 1200 -> "1.2k", 2000000 -> "2M": as many decimals as the tick needs, up to three.
+  const events = (v: number) =>
+    v >= 1e6 ? `${Number((v / 1e6).toFixed(3))}M` : v >= 1e3 ? `${Number((v / 1e3).toFixed(3))}k` : String(v)
   const x = Array.from(data.x)
   const stepped = U.paths.stepped!({ align: 1 })
   // Counts are drawn as running totals: a flat stretch is a stretch without any.

@@ -44,34 +44,35 @@ const versus = (mine: number, theirs: number | undefined): string =>
   theirs === undefined || theirs === 0 ? "-" : escape(signedPct(mine / theirs - 1))
 
 const comparisonTable = (data: ReportData): string => {
-  const n = data.native ?? undefined
-  const x = data.expandable ?? undefined
+  // A column against each of PyTorch's modes the trace has figures for.
+  const anchors = [
+    { label: "PyTorch native", header: "vs PyTorch native", anchor: data.native },
+    { label: "PyTorch expandable_segments", header: "vs expandable segments", anchor: data.expandable }
+  ].flatMap((a) => (a.anchor === null ? [] : [{ ...a, anchor: a.anchor }]))
   const rows = data.runs.map((r) => [
     `<span class="swatch" data-policy="${escape(r.policy)}"></span>${escape(r.policy)}`,
     escape(formatGB(r.peakReserved)),
     escape(r.utilization.toFixed(4)),
-    versus(r.peakReserved, n?.peakReserved),
-    versus(r.peakReserved, x?.peakReserved),
+    ...anchors.map((a) => versus(r.peakReserved, a.anchor.peakReserved)),
     escape(int(r.driverCalls)),
     escape(ms(r.driverMicros)),
     escape(int(r.stitches)),
     escape(int(r.ooms))
   ])
-  const recorded = (label: string, a: NonNullable<ReportData["native"]>) => [
-    `${escape(label)} <em>(recorded)</em>`,
-    escape(formatGB(a.peakReserved)),
-    escape((a.peakRequested / a.peakReserved).toFixed(4)),
-    a === n ? "0.0%" : versus(a.peakReserved, n?.peakReserved),
-    a === x ? "0.0%" : versus(a.peakReserved, x?.peakReserved),
-    a.deviceAllocs === undefined ? "-" : `${escape(int(a.deviceAllocs))} <em>cudaMalloc</em>`,
-    "-",
-    "-",
-    "-"
-  ]
-  if (n !== undefined) rows.push(recorded("PyTorch native", n))
-  if (x !== undefined) rows.push(recorded("PyTorch expandable_segments", x))
+  for (const { label, anchor } of anchors) {
+    rows.push([
+      `${escape(label)} <em>(recorded)</em>`,
+      escape(formatGB(anchor.peakReserved)),
+      escape((anchor.peakRequested / anchor.peakReserved).toFixed(4)),
+      ...anchors.map((b) => versus(anchor.peakReserved, b.anchor.peakReserved)),
+      anchor.deviceAllocs === undefined ? "-" : `${escape(int(anchor.deviceAllocs))} <em>cudaMalloc</em>`,
+      "-",
+      "-",
+      "-"
+    ])
+  }
   return table(
-    ["policy", "peak reserved", "utilization", "vs PyTorch native", "vs expandable segments", "driver calls", "driver time (modelled)", "stitches", "OOMs"],
+    ["policy", "peak reserved", "utilization", ...anchors.map((a) => a.header), "driver calls", "driver time (modelled)", "stitches", "OOMs"],
     rows,
     "comparison"
   )

@@ -21,6 +21,7 @@ import { loadChartAssets } from "../../src/report/Assets.ts"
 import { render } from "../../src/report/Html.ts"
 import { make } from "../../src/report/Report.ts"
 import { loadTrace } from "../../src/trace/File.ts"
+import { gmlakeIn } from "../cli/harness.ts"
 import { chromiumPath } from "./setup.ts"
 
 const trace = "traces/llama1b_lora_varlen.json.gz"
@@ -131,6 +132,19 @@ describe("gmlake report", () => {
     await page.close()
   }, 300_000)
 
+  it("renders a PyTorch memory snapshot's report", async () => {
+    const out = join(dir, "snapshot.html")
+    const r = await gmlakeIn(["report", "test/fixtures/gpt2_small.snapshot.pickle", "--out", out])
+    expect(r.err).toBe("")
+    expect(r.code).toBe(0)
+    const charts = ["chart-memory", "chart-calls", "chart-stitches"]
+    const { problems, legends, page } = await inspect(out, charts)
+    expect(problems).toEqual([])
+    for (const id of charts) for (const p of policyNames) expect(legends[id]).toContain(p)
+    expect(legends["chart-memory"]).toContain("PyTorch native (recorded)")
+    await page.close()
+  }, 120_000)
+
   it("catches a broken page: a failing chart script, and a script the page's policy forbids", async () => {
     const data = await Effect.runPromise(Effect.map(loadTrace("traces/gpt2_fixed.json.gz"), (t) => t).pipe(
       Effect.flatMap((t) => make(t, { policies: policyNames, slices: 50 }))
@@ -167,14 +181,14 @@ describe("gmlake report", () => {
     await e.page.close()
   }, 120_000)
 
-  it("says what is wrong with its arguments", () => {
-    const missing = gmlake("report", trace)
+  it("says what is wrong with its arguments", async () => {
+    const missing = await gmlakeIn(["report", trace])
     expect(missing.code).toBe(2)
     expect(missing.err).toContain("missing --out")
-    const r = gmlake("report", trace, "--out", join(dir, "x.html"), "--capacity", "9GiB,lots")
+    const r = await gmlakeIn(["report", trace, "--out", join(dir, "x.html"), "--capacity", "9GiB,lots"])
     expect(r.code).toBe(2)
     expect(r.err).toContain("--capacity")
-    const w = gmlake("report", "traces/gpt2_fixed.json.gz", "--policy", "gmlake", "--out", "/nonexistent/dir/r.html")
+    const w = await gmlakeIn(["report", "traces/gpt2_fixed.json.gz", "--policy", "gmlake", "--out", "/nonexistent/dir/r.html"])
     expect(w.code).toBe(73)
     expect(w.err).toContain("/nonexistent/dir/r.html: cannot write")
   }, 120_000)
