@@ -13,7 +13,7 @@ import { formatBytes } from "../domain/Units.ts"
 import type { ReplayReport } from "../replay/ReplayRunner.ts"
 import { type AllocationsFailed, UsageError } from "./Errors.ts"
 import * as Options from "./Options.ts"
-import { loadTraceWithProgress } from "./Progress.ts"
+import { loadTraceWithProgress, withReplayProgress } from "./Progress.ts"
 import { isComplete } from "./Render.ts"
 import { printReports, replayAll, resolvePolicyOptions } from "./ReplayCommand.ts"
 import { renderTable } from "./Table.ts"
@@ -58,7 +58,7 @@ const run = (
     let failure: AllocationsFailed | undefined
     for (const file of files) {
       const trace = yield* loadTraceWithProgress(file, Option.getOrUndefined(o.deviceIndex), o.json)
-      const reports = yield* replayAll(trace, o.policies, { policy }, o.repeat, o.warmup)
+      const reports = yield* withReplayProgress(`replaying ${trace.workload}`, o.json, replayAll(trace, o.policies, { policy }, o.repeat, o.warmup))
       all.push(...reports)
       // Every trace is shown; the first failed one decides the exit (Note [Failed runs]).
       const printed = yield* Effect.flip(printReports(command, trace, reports, o.json, o.countOoms)).pipe(

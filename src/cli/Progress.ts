@@ -7,6 +7,7 @@
  */
 import cliProgress from "cli-progress"
 import { Effect } from "effect"
+import { ReplayProgress } from "../replay/ReplayRunner.ts"
 import { loadTrace } from "../trace/File.ts"
 import type { Trace, TraceError } from "../trace/Trace.ts"
 import { formatSize } from "./Render.ts"
@@ -65,3 +66,15 @@ export const loadTraceWithProgress = (
         ? { onProgress: (p) => tick(p.bytesRead, p.totalBytes, `${formatSize(p.bytesRead)} read, ${p.events.toLocaleString("en-US")} events`) }
         : {})
     }))
+
+/**
+ * Runs a replay (or several) with a progress line when interactive (`quiet` for `--json`).
+ * @category progress
+ */
+export const withReplayProgress = <A, E, R>(label: string, quiet: boolean, replay: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  withProgress(label, quiet, (tick) =>
+    tick === undefined
+      ? replay
+      : replay.pipe(
+        Effect.provideService(ReplayProgress, (done, total) => tick(done, total, `${done.toLocaleString("en-US")} of ${total.toLocaleString("en-US")} events`))
+      ))

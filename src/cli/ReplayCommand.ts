@@ -14,7 +14,7 @@ import type { SimDriverOptions } from "../layers/sim/SimDriver.ts"
 import type { Trace } from "../trace/Trace.ts"
 import { AllocationsFailed, UsageError } from "./Errors.ts"
 import * as Options from "./Options.ts"
-import { loadTraceWithProgress } from "./Progress.ts"
+import { loadTraceWithProgress, withReplayProgress } from "./Progress.ts"
 import { failureLines, failureSummary, formatSize, isComplete, replayJson, replayTable, timelineLine, traceHeading } from "./Render.ts"
 
 /** The environment variable that holds settings (Note [Allocator settings]). @category constants */
@@ -185,7 +185,7 @@ export const replay = Command.make(
         ...(Option.isSome(o.seed) ? { seed: o.seed.value } : {})
       }
       const trace = yield* loadTraceWithProgress(o.trace, Option.getOrUndefined(o.deviceIndex), o.json)
-      const reports = yield* replayAll(trace, o.policies, { sim, policy }, o.repeat)
+      const reports = yield* withReplayProgress(`replaying ${trace.workload}`, o.json, replayAll(trace, o.policies, { sim, policy }, o.repeat))
       yield* printReports("replay", trace, reports, o.json, o.countOoms)
     })
 ).pipe(

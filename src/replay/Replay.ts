@@ -154,6 +154,11 @@ export class Replayer {
     this.nextSample = k + 1 < this.slices ? this.sliceEnd(k + 1) : Number.POSITIVE_INFINITY
   }
 
+  /** Events in the trace. */
+  get length(): number {
+    return this.trace.length
+  }
+
   get done(): boolean {
     return this.position >= this.trace.length
   }

@@ -3,7 +3,7 @@
  *
  * @since 0.1.0
  */
-import { Deferred, Effect, Exit, Fiber, Layer } from "effect"
+import { Context, Deferred, Effect, Exit, Fiber, Layer } from "effect"
 import type { PolicyName } from "../domain/Allocator.ts"
 import { makeAllocator, type PolicyOptions } from "../domain/policies/Policies.ts"
 import { Replayer, type TimelineProbe } from "./Replay.ts"
@@ -76,16 +76,28 @@ const roundAll = (c: CallCounts): CallCounts => {
 const SLICE = 4096
 
 /**
+ * Told how far a replay is (events replayed, events in all) between slices; the command line
+ * provides one for its progress line. None by default.
+ * @category services
+ */
+export const ReplayProgress = Context.Reference<((done: number, total: number) => void) | undefined>(
+  "gmlake/ReplayProgress",
+  { defaultValue: () => undefined }
+)
+
+/**
  * Drives a replay on one fiber, in slices, yielding between them. Returns the nanoseconds spent
  * inside the replay loop.
  */
 const driveSingle = (replayer: Replayer, tick: ((i: number) => void) | undefined) =>
   Effect.gen(function*() {
+    const progress = yield* ReplayProgress
     let ns = 0
     while (!replayer.done) {
       const t0 = process.hrtime.bigint()
       replayer.run(replayer.position + SLICE, tick)
       ns += Number(process.hrtime.bigint() - t0)
+      if (progress !== undefined) progress(replayer.position, replayer.length)
       yield* Effect.yieldNow
     }
     return ns
@@ -103,9 +115,11 @@ const driveSingle = (replayer: Replayer, tick: ((i: number) => void) | undefined
  */
 const driveStreams = (trace: Trace, replayer: Replayer, tick: ((i: number) => void) | undefined) =>
   Effect.scoped(Effect.gen(function*() {
+    const progress = yield* ReplayProgress
     const turns: Array<Deferred.Deferred<boolean>> = []
     for (let s = 0; s < trace.streams; s++) turns.push(yield* Deferred.make<boolean>())
     let ns = 0
+    let reported = 0
     const handOff = Effect.suspend(() => {
       if (replayer.done) return Effect.forEach(turns, (d) => Deferred.succeed(d, false), { discard: true })
       return Deferred.succeed(turns[trace.stream[replayer.position]!]!, true)
@@ -123,6 +137,10 @@ const driveStreams = (trace: Trace, replayer: Replayer, tick: ((i: number) => vo
           const t0 = process.hrtime.bigint()
           replayer.run(end, tick)
           ns += Number(process.hrtime.bigint() - t0)
+          if (progress !== undefined && replayer.position - reported >= SLICE) {
+            reported = replayer.position
+            progress(reported, trace.length)
+          }
           yield* handOff
         }
       })

@@ -16,6 +16,7 @@
  */
 import { Effect, Result } from "effect"
 import { closeSync, createReadStream, fstatSync, openSync, readSync } from "node:fs"
+import { Socket } from "node:net"
 import { Readable, Writable } from "node:stream"
 import { pipeline } from "node:stream/promises"
 import { createGunzip, gunzipSync } from "node:zlib"
@@ -187,6 +188,7 @@ const readTrace = async (file: string, options: LoadOptions, signal: AbortSignal
   // is a hop through the thread pool that a busy machine makes slow.
   let fd: number
   let size: number
+  let regular: boolean
   const head = new Uint8Array(2)
   try {
     fd = openSync(file, "r")
@@ -194,23 +196,30 @@ const readTrace = async (file: string, options: LoadOptions, signal: AbortSignal
     throw new TraceError({ file, detail: `cannot read the file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, reason: "unreadable" })
   }
   try {
-    size = fstatSync(fd).size
-    readSync(fd, head, 0, 2, 0)
+    const stat = fstatSync(fd)
+    size = stat.size
+    regular = stat.isFile()
+    // A pipe or a terminal is only read asynchronously: a blocking read would hold off Ctrl-C.
+    if (regular) readSync(fd, head, 0, 2, 0)
   } catch (e) {
     closeSync(fd)
     throw new TraceError({ file, detail: `cannot read the file (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`, reason: "unreadable" })
   }
-  const gzip = isGzip(head)
+  const gzip = regular ? isGzip(head) : file.endsWith(".gz")
   if (!gzip && file.endsWith(".gz")) {
     closeSync(fd)
     throw notGzip(file)
   }
-  if (size <= SMALL_FILE) {
+  if (regular && size <= SMALL_FILE) {
     const small = await readSmall(file, fd, size, gzip, options, signal)
     if (small !== undefined) return small
   }
   let bytesRead = 0
-  const input = createReadStream(file, { fd, highWaterMark: CHUNK, start: 0 })
+  // A pipe is read through a socket handle (epoll), not the file system's thread pool, where a
+  // read waits for the writer and could not be called off: Ctrl-C must stop at once.
+  const input: Readable = regular
+    ? createReadStream(file, { fd, highWaterMark: CHUNK, start: 0 })
+    : new Socket({ fd, readable: true, writable: false })
   input.on("data", (chunk) => (bytesRead += chunk.length))
   const { sink, finish, events } = traceSink(file, options, () =>
     options.onProgress?.({ bytesRead, totalBytes: size, events: events() }))
