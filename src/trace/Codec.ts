@@ -111,6 +111,7 @@ export class JsonTraceDecoder {
   private stop = MISMATCH
   /** The start of an event cut by the end of a chunk, for the next chunk. */
   private tail: Uint8Array | undefined
+  private joined = new Uint8Array(0)
   private failure: TraceError | undefined
 
   constructor(file: string) {
@@ -154,9 +155,12 @@ export class JsonTraceDecoder {
     }
     let buf = chunk
     if (this.tail !== undefined) {
-      buf = new Uint8Array(this.tail.length + chunk.length)
-      buf.set(this.tail)
-      buf.set(chunk, this.tail.length)
+      // The cut event and the new chunk, in one reused buffer (no garbage per chunk).
+      const n = this.tail.length + chunk.length
+      if (this.joined.length < n) this.joined = new Uint8Array(Math.max(n, 2 * this.joined.length))
+      this.joined.set(this.tail)
+      this.joined.set(chunk, this.tail.length)
+      buf = this.joined.subarray(0, n)
       this.tail = undefined
     }
     // Absolute position of buf[0] in the document.
