@@ -3,10 +3,10 @@
  * revision (default a8bb4cb: whole-file gunzip, JSON.parse, Schema over every event), on the
  * same files, alternating, median of N runs each.
  *
- *   node --expose-gc bench/decode.ts [--rev a8bb4cb] [--runs 7] [trace ...]
+ *   node bench/decode.ts [--rev a8bb4cb] [--runs 7] [trace ...]
  *
- * With --expose-gc, a full GC runs before each timed decode, so that neither pays for the
- * other's garbage.
+ * No forced GC between runs: a full GC (`--expose-gc`, `gc()`) also throws away compiled code,
+ * so every run would start cold (measured: the new decoder 2.3x slower after each `gc()`).
  *
  * The old sources are taken with `git show` into scratch/ (ignored by git).
  */
@@ -51,7 +51,6 @@ const ways = {
 }
 const bytes = new Map(files.map((f) => [f, readFileSync(f)]))
 
-const gc = (globalThis as { gc?: () => void }).gc ?? (() => {})
 const median = (xs: Array<number>) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
 for (const file of files) {
   for (const [way, { old: oldLoad, now: newLoad }] of Object.entries(ways)) {
@@ -59,11 +58,9 @@ for (const file of files) {
     const tNew: Array<number> = []
     let lengths: [number, number] = [0, 0]
     for (let r = 0; r < runs + 1; r++) {
-      gc()
       let t = performance.now()
       const a = await oldLoad(file)
       const dOld = performance.now() - t
-      gc()
       t = performance.now()
       const b = await newLoad(file)
       const dNew = performance.now() - t

@@ -8,7 +8,7 @@
  * the new: 3x the final size at the worst moment. Resizable `ArrayBuffer`s grow in place, but V8
  * compiles loads and stores on them 2-20x slower than on plain typed arrays (measured here), and
  * the replay loop reads the columns billions of times. So a column is a list of plain chunks of
- * 2^20 elements (the first one grows by doubling, so small traces stay small), addressed as
+ * 2^20 elements (the first one grows fourfold from 64K, so small traces stay small), addressed as
  * `chunk[i >>> 20][i & mask]`; when decoding ends, each column becomes one plain typed array,
  * copied chunk by chunk while the chunks are let go, column after column: the peak is the
  * chunks plus one column.
@@ -22,6 +22,8 @@ export const MAX_EVENTS = 2 ** 31 - 1
 const SHIFT = 20
 const CHUNK = 1 << SHIFT
 const MASK = CHUNK - 1
+/** The first chunk's first size; it grows by 4x up to a whole chunk (few copies, small traces small). */
+const FIRST = 1 << 16
 
 type Typed = Uint8Array | Uint16Array | Int32Array | Float64Array
 type TypedConstructor<A extends Typed> = new(length: number) => A
@@ -53,7 +55,7 @@ export class Column<A extends Typed> {
     if (length > MAX_EVENTS) throw new RangeError(`more than ${MAX_EVENTS} elements`)
     while (this.capacity < length) {
       if (this.capacity < CHUNK) {
-        const next = new this.make(Math.min(CHUNK, Math.max(1024, this.capacity * 2, length)))
+        const next = new this.make(Math.min(CHUNK, Math.max(FIRST, this.capacity * 4, length)))
         if (this.chunks.length > 0) next.set(this.chunks[0]!)
         this.chunks[0] = next
         this.capacity = next.length
