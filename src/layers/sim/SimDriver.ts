@@ -313,7 +313,8 @@ export class SimDriver implements DriverPort, StreamPort {
     }
     if (this.capacity > maxSimCapacity) {
       fail("SimDriver", "InvalidValue",
-        `capacity ${formatBytes(this.capacity)} is more than the simulator's largest device, ${formatBytes(maxSimCapacity)} ` +
+        `capacity ${formatBytes(this.capacity)} (${this.capacity} B) is more than the simulator's largest device, ` +
+          `4 TiB (${maxSimCapacity} B) ` +
           "(its virtual address space must hold every policy's reservations)")
     }
     if (!(this.faultRate >= 0 && this.faultRate <= 1)) {
