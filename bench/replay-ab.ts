@@ -3,13 +3,13 @@
  * (default a8bb4cb), on the bundled traces, alternating old and new in one process (the order
  * flips each round), after 5 untimed warm-up replays each; median of N timed replays per side.
  *
- *   node --expose-gc bench/replay-ab.ts [--rev a8bb4cb] [--runs 15] [--policy gmlake] [trace ...]
+ *   node bench/replay-ab.ts [--rev a8bb4cb] [--runs 15] [--policy gmlake] [trace ...]
  *
  * Prints per trace the replay's own ns/event (what `npm run bench` reports) and this process's
  * CPU time per event (user + system around the replay: on a shared machine, wall time also counts
  * the time other processes held the cores), and their new/old ratios with the geometric mean.
- * With --expose-gc a full GC runs before each timed replay, so that neither side pays for the
- * other's garbage.
+ * No GC is forced between replays: a full GC discards compiled code, so every replay would start
+ * cold (measured: 3 to 6 times slower).
  *
  * The earlier revision is checked out with `git worktree add` into scratch/ (ignored by git),
  * sharing this tree's node_modules.
@@ -53,7 +53,6 @@ const load = async (dir: string): Promise<Side> => ({
   loadTrace: (await import(join(dir, "src/trace/File.ts"))).loadTrace
 })
 const sides = { old: await load(oldDir), new: await load(root) }
-const gc = (globalThis as { gc?: () => void }).gc ?? (() => {})
 const median = (xs: ReadonlyArray<number>) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
 const geo = (xs: ReadonlyArray<number>) => Math.exp(xs.reduce((a, b) => a + Math.log(b), 0) / xs.length)
 
@@ -68,7 +67,6 @@ for (const name of traces) {
   const wall = { old: [] as Array<number>, new: [] as Array<number> }
   const cpu = { old: [] as Array<number>, new: [] as Array<number> }
   const once = async (side: "old" | "new", keep: boolean) => {
-    gc()
     const c0 = process.cpuUsage()
     const r = await Effect.runPromise(sides[side].run(trace[side], policy))
     const c = process.cpuUsage(c0)
