@@ -74,8 +74,14 @@ export class AdmissionAllocator implements Allocator {
     const capacity = this.port.capacity
     const held = this.inner.reserved()
     let deviceFree: number | undefined
-    if (need > capacity) deviceFree = Math.max(0, capacity - held)
-    else {
+    if (need > capacity) {
+      // Refused whatever is free; ask only for the message, and do without if the driver fails.
+      try {
+        deviceFree = this.port.memGetInfo().free
+      } catch {
+        deviceFree = Math.max(0, capacity - held)
+      }
+    } else {
       const free = this.port.memGetInfo().free
       if (need > free + held) deviceFree = free
     }
