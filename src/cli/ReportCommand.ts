@@ -10,9 +10,9 @@ import { writeFileSync } from "node:fs"
 import { loadChartAssets } from "../report/Assets.ts"
 import { render } from "../report/Html.ts"
 import { make } from "../report/Report.ts"
-import { loadTrace } from "../trace/File.ts"
 import { OutputError } from "./Errors.ts"
 import * as Options from "./Options.ts"
+import { loadTraceWithProgress, withReplayProgress } from "./Progress.ts"
 import { resolvePolicyOptions } from "./ReplayCommand.ts"
 import { formatSize } from "./Render.ts"
 
@@ -46,14 +46,19 @@ export const report = Command.make(
     policies: Options.policies,
     capacities,
     config: Options.config,
-    crossStream: Options.crossStream
+    crossStream: Options.crossStream,
+    deviceIndex: Options.deviceIndex
   },
   (o) =>
     Effect.gen(function*() {
       const policy = yield* resolvePolicyOptions(o.config, o.crossStream, o.policies)
       const assets = yield* loadChartAssets
-      const trace = yield* loadTrace(o.trace)
-      const data = yield* make(trace, { policies: o.policies, capacities: o.capacities, policy })
+      const trace = yield* loadTraceWithProgress(o.trace, Option.getOrUndefined(o.deviceIndex), false)
+      const data = yield* withReplayProgress(
+        `replaying ${trace.workload}`,
+        false,
+        make(trace, { policies: o.policies, capacities: o.capacities, policy })
+      )
       const page = render(data, assets, "gmlake report")
       yield* Effect.try({
         try: () => writeFileSync(o.out, page),
