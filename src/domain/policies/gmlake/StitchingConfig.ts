@@ -17,19 +17,21 @@
  *   end of a stitched range (Note [Stitch selection]) costs one more map (about 2.5 us) and makes
  *   the range harder to reuse from the cache; below a quarter granule the bytes it recovers are
  *   not worth that (never: 0.5 points).
- * - `chunkDivisor` 4 and `maxChunkBytes` 64 MiB: new memory is created in chunks of a quarter to
- *   an eighth of the request that made it (a power of two of granules), at most 64 MiB, and a
- *   separate one-granule chunk for its tail (`tailChunk`; off: 0.1 points), Note [Chunk sizes].
- *   A chunk can only be stitched when it is wholly free, so its size bounds the free bytes that a
- *   live neighbour strands; the number of chunks is the driver bill (one `cuMemCreate`, one map,
- *   one `cuMemRelease` each), and a `cuMemCreate` costs about the same from 2 MiB to 512 MiB
- *   (measured on an H100 and an H200, `bench/calibration`). Sized to the request, what a chunk can strand stays below a quarter of
- *   the tensors the workload uses, at any scale, for at most eight chunks per request below
- *   512 MiB (where the cap takes over). Past 64 MiB a chunk no longer gets cheaper per call
- *   (`cuMemCreate` 47 us at 64 MiB, 43 us at 512 MiB) and `cuMemRelease` gets dearer (76 us,
- *   then 330 us), while a larger chunk strands more. (2 MiB chunks everywhere: 0.3 points
- *   better, for four to five times the driver time, up to 1.6% of the run; one chunk per
- *   request: 0.4 points worse.)
+ * - `chunkDivisor` 1 and `maxChunkBytes` 64 MiB: new memory is created in chunks of half to all
+ *   of the request that made it (a power of two of granules), at most 64 MiB, and a separate
+ *   one-granule chunk for its tail (`tailChunk`; off: 0.1 points), Note [Chunk sizes]. A chunk
+ *   can only be stitched when it is wholly free, so its size bounds the free bytes that a live
+ *   neighbour strands; the number of chunks is the driver bill: one `cuMemCreate` and one map
+ *   each, and every later stitch maps each chunk it uses again and pays a set access per chunk
+ *   (about 30 us each on an H200, Note [Driver-time model]), while a `cuMemCreate` costs about the
+ *   same from 2 MiB to 512 MiB. Past 64 MiB a chunk no longer gets cheaper per call and
+ *   `cuMemRelease` gets dearer (100 us at 128 MiB, 225 us at 512 MiB), while a larger chunk
+ *   strands more. Measured on the five bundled traces (`bench/results/2026-12-02-chunk-divisor.md`):
+ *   divisor 4 (chunks of a quarter to an eighth of the request) gave 0.9896-0.9984 utilization
+ *   for 1.7-5.3 times expandable segments' driver calls and 565 and 532 calls in the second half
+ *   of the two llama traces; divisor 1 gives 0.9818-0.9974 (>= 0.98 everywhere) for 0.95-2.4
+ *   times their calls, a second half of 154 and 251, and half the modelled driver time. Memory
+ *   stays within the goal, driver time is what a user pays every step: divisor 1.
  * - `reuseLimit` 10: GMLake's own: a cached stitched range serves a request of at least a tenth
  *   of its size (the rest of its chunks stay free for others, Note [Stitched view cache]).
  * - `maxCachedStitchedBytes` 64 GiB: virtual address space, not memory (a cached range holds no
@@ -84,7 +86,7 @@ export class StitchingConfig extends Schema.Class<StitchingConfig>("gmlake/Stitc
   /** A partly free chunk may begin or end a stitched range when it offers at least this many bytes. */
   minPartialBytes: withDefault(Int(0, "must be a non-negative integer number of bytes"), KiB(512)),
   /** New memory comes in chunks of about the request divided by this (a power of two of granules). */
-  chunkDivisor: withDefault(Int(1, "must be a positive integer"), 4),
+  chunkDivisor: withDefault(Int(1, "must be a positive integer"), 1),
   /** No chunk is created larger than this (bytes; rounded down to the granularity, at least one granule). */
   maxChunkBytes: withDefault(Int(1, "must be a positive integer number of bytes"), MiB(64)),
   /** Give the last, partly used granule of new memory a chunk of its own. */
