@@ -69,7 +69,7 @@ export const replayTable = (trace: Trace, reports: ReadonlyArray<ReplayReport>):
     ...(base ? [base.label] : []),
     "ns/event",
     "driver calls",
-    "driver ms (H100 est.)",
+    "driver ms (model)",
     "stitches",
     "hits",
     "failed allocs"
