@@ -164,6 +164,16 @@ export const crossStream = Flag.Literals("cross-stream", ["on", "off"]).pipe(
   Flag.optional
 )
 
+/** `--verify`. @category flags */
+export const verify = Flag.Boolean("verify").pipe(
+  Flag.withDescription(
+    "check bytes: every block is written on its own stream at allocation and read back at its free, and its " +
+      "freeing stream writes it last; memory handed across streams too early, or shared by two live blocks, " +
+      "shows as wrong bytes (on cuda the device is synchronized before each check)"
+  ),
+  Flag.withDefault(false)
+)
+
 /** `--count-ooms`. @category flags */
 export const countOoms = Flag.Boolean("count-ooms").pipe(
   Flag.withDescription(

@@ -12,7 +12,7 @@ import { emptySettings, inapplicableKeys, parseSettings, type Settings, settings
 import { replayCuda, replaySim, type ReplayReport } from "../replay/ReplayRunner.ts"
 import type { SimDriverOptions } from "../layers/sim/SimDriver.ts"
 import type { Trace } from "../trace/Trace.ts"
-import { AllocationsFailed, UsageError } from "./Errors.ts"
+import { AllocationsFailed, CheckFailed, UsageError } from "./Errors.ts"
 import * as Options from "./Options.ts"
 import { loadTraceWithProgress, withReplayProgress } from "./Progress.ts"
 import { failureLines, failureSummary, formatSize, isComplete, replayJson, replayTable, timelineLine, traceHeading } from "./Render.ts"
@@ -79,7 +79,7 @@ const median = (xs: ReadonlyArray<number>) => {
 export const replayAll = (
   trace: Trace,
   policies: ReadonlyArray<PolicyName>,
-  options: { readonly sim?: SimDriverOptions; readonly policy?: PolicyOptions },
+  options: { readonly sim?: SimDriverOptions; readonly policy?: PolicyOptions; readonly verify?: boolean },
   repeat: number,
   warmup = 0
 ) =>
@@ -132,6 +132,26 @@ export const printReports = (
     }
   })
 
+/**
+ * Prints what the byte check found (`--verify`, Note [Replay byte check]) and fails with
+ * `CheckFailed` if any byte was wrong.
+ * @category output
+ */
+export const checkBytes = (reports: ReadonlyArray<ReplayReport>, json: boolean): Effect.Effect<void, CheckFailed> =>
+  Effect.gen(function*() {
+    for (const r of reports) {
+      const v = r.verified
+      if (v === null) continue
+      if (!json) {
+        yield* Console.log(
+          `${r.policy}: byte check ${v.mismatches === 0 ? "ok" : "FAILED"}: ${v.blocks} blocks, ${v.bytes} bytes compared, ` +
+            `${v.mismatches} wrong${v.first === null ? "" : `; first: ${v.first}`}`
+        )
+      }
+      if (v.mismatches > 0) return yield* new CheckFailed({ detail: `replay --verify: ${r.policy}: ${v.first}` })
+    }
+  })
+
 /** `gmlake replay`. @category commands */
 export const replay = Command.make(
   "replay",
@@ -149,6 +169,7 @@ export const replay = Command.make(
     injectFaults: Options.injectFaults,
     seed: Options.seed,
     crossStream: Options.crossStream,
+    verify: Options.verify,
     repeat: Options.repeat(1, "replays per policy; ns/event is their median (default 1; on cuda every run is reported)"),
     countOoms: Options.countOoms
   },
@@ -162,7 +183,7 @@ export const replay = Command.make(
         const trace = yield* loadTraceWithProgress(o.trace, Option.getOrUndefined(o.deviceIndex), o.json)
         // On the GPU every run is reported (each has its own device figures).
         const runs = o.policies.flatMap((p) => Array.from({ length: o.repeat }, () => p))
-        const reports = yield* replayCuda(trace, runs, { policy })
+        const reports = yield* replayCuda(trace, runs, { policy, verify: o.verify })
         if (!o.json) {
           for (const r of reports) {
             yield* Console.log(
@@ -171,7 +192,8 @@ export const replay = Command.make(
             )
           }
         }
-        return yield* printReports("replay", trace, reports, o.json, o.countOoms)
+        yield* printReports("replay", trace, reports, o.json, o.countOoms)
+        return yield* checkBytes(reports, o.json)
       }
       if (Option.isSome(o.seed) && Option.isNone(o.injectFaults)) {
         return yield* new UsageError({ where: "replay: --seed", detail: "only meaningful with --inject-faults" })
@@ -185,8 +207,13 @@ export const replay = Command.make(
         ...(Option.isSome(o.seed) ? { seed: o.seed.value } : {})
       }
       const trace = yield* loadTraceWithProgress(o.trace, Option.getOrUndefined(o.deviceIndex), o.json)
-      const reports = yield* withReplayProgress(`replaying ${trace.workload}`, o.json, replayAll(trace, o.policies, { sim, policy }, o.repeat))
+      const reports = yield* withReplayProgress(
+        `replaying ${trace.workload}`,
+        o.json,
+        replayAll(trace, o.policies, { sim, policy, verify: o.verify }, o.repeat)
+      )
       yield* printReports("replay", trace, reports, o.json, o.countOoms)
+      yield* checkBytes(reports, o.json)
     })
 ).pipe(
   Command.withDescription(

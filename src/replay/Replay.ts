@@ -8,6 +8,7 @@
  *
  * @since 0.1.0
  */
+import type { ByteVerifier } from "./Verify.ts"
 import type { Allocator } from "../domain/Allocator.ts"
 import { DriverError, OutOfMemoryError } from "../domain/Errors.ts"
 import { Op, type Trace } from "../trace/Trace.ts"
@@ -97,6 +98,8 @@ export class Replayer {
   private faulted = 0
   private firstOom: OutOfMemoryError | undefined
   private readonly faultCount: (() => number) | undefined
+  /** The byte check, when asked for (Note [Replay byte check] in `Verify.ts`). */
+  verifier: ByteVerifier | undefined
 
   // Note [Timeline sampling]
   // The loop stops at each slice boundary (`nextSample`) and reads the probe there, so the
@@ -212,6 +215,10 @@ export class Replayer {
               if (this.firstOom === undefined) this.firstOom = e
             }
           }
+          // outside the try: a failed check is the check's failure, not a failed allocation
+          if (this.verifier !== undefined && blocks[k]! >= 0) {
+            this.verifier.allocated(k, allocator.address(blocks[k] as BlockId), bytes, stream[i]!)
+          }
           break
         }
         case Op.free: {
@@ -227,6 +234,7 @@ export class Replayer {
           const bytes = allocator.size(b as BlockId)
           this.live -= bytes
           this.requested -= bytes
+          if (this.verifier !== undefined) this.verifier.freeing(k, allocator.address(b as BlockId), bytes, stream[i]!)
           allocator.free(b as BlockId, deferred[k] === 1)
           this.frees++
           if (deferred[k] !== 1) blocks[k] = NONE

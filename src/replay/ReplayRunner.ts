@@ -6,6 +6,7 @@
 import { Context, Deferred, Effect, Exit, Fiber, Layer } from "effect"
 import type { PolicyName } from "../domain/Allocator.ts"
 import { makeAllocator, type PolicyOptions } from "../domain/policies/Policies.ts"
+import { ByteVerifier, type VerifyDevice, type VerifyReport } from "./Verify.ts"
 import { Replayer, type TimelineProbe } from "./Replay.ts"
 import type { Timeline } from "./Timeline.ts"
 import { type DriverTimes, timedBackend } from "../layers/TimedBackend.ts"
@@ -15,6 +16,7 @@ import { SimDriver, type SimDriverOptions } from "../layers/sim/SimDriver.ts"
 import { layerSimWith } from "../layers/sim/SimDriverLayer.ts"
 import { type CudaSessionOptions, openCudaSession } from "../layers/cuda/CudaDriverLayer.ts"
 import { type DeviceBackend, layerOver } from "../layers/DriverLayer.ts"
+import type { TrackedPort } from "../layers/TrackedPort.ts"
 import type { DriverError } from "../domain/Errors.ts"
 import * as GpuAllocator from "../services/Allocator.ts"
 import { Driver, driverCall } from "../services/Driver.ts"
@@ -64,6 +66,8 @@ export interface ReplayReport {
   readonly crossStream: boolean
   /** Driver calls, modelled driver time, reserved bytes and stitches per 5% of the trace. */
   readonly timeline: Timeline
+  /** The byte check's findings (`verify`, Note [Replay byte check]), or null when not asked for. */
+  readonly verified: VerifyReport | null
 }
 
 const roundAll = (c: CallCounts): CallCounts => {
@@ -163,6 +167,8 @@ export const replaySim = (
     readonly policy?: PolicyOptions
     /** Slices of the timeline (`defaultSlices` when absent). */
     readonly slices?: number
+    /** The byte check (Note [Replay byte check]). */
+    readonly verify?: boolean
   } = {}
 ): Effect.Effect<ReplayReport, DriverError> =>
   Effect.suspend(() => {
@@ -172,8 +178,20 @@ export const replaySim = (
     return replayWith(trace, policy, layerSimWith(sim), options.policy ?? {}, () => ({
       leaked: sim.liveHandles(),
       faults: sim.faults
-    }), tick, undefined, () => sim.faults, options.slices)
+    }), tick, undefined, () => sim.faults, options.slices, options.verify === true ? verifyOn(sim, false) : undefined)
   })
+
+/**
+ * The byte check's view of a backend (Note [Replay byte check]): fills queued on the session
+ * stream's backend handle; the device synchronized before each check where `synchronize`.
+ */
+const verifyOn = (backend: DeviceBackend, synchronize: boolean) => (port: TrackedPort): VerifyDevice => ({
+  fill: (address, value, bytes, stream) => backend.fillAsync(address, value, bytes, port.streamHandle(stream)),
+  read: (address, bytes) => backend.read(address, bytes),
+  synchronize: synchronize ? () => backend.synchronize() : undefined,
+  // the simulator keeps contents in 4 KiB pages: one page at each end keeps a whole trace small
+  ...(synchronize ? {} : { window: 4096 })
+})
 
 /**
  * Replays `trace` with `policy` over a device layer. `after` runs once the session's scope has
@@ -189,8 +207,10 @@ export const replayWith = <E>(
   tick?: (index: number) => void,
   replayed?: () => void,
   faultCount?: () => number,
-  slices?: number
+  slices?: number,
+  verify?: (port: TrackedPort) => VerifyDevice
 ): Effect.Effect<ReplayReport, E | DriverError> => {
+  let verified: VerifyReport | null = null
   let metered: MeteredPort | undefined
   let crossStream = false
   const allocatorLayer = GpuAllocator.layer((port) => {
@@ -218,8 +238,11 @@ export const replayWith = <E>(
       }
     }
     const replayer = new Replayer(trace, allocator.core.inner, probe, slices, faultCount)
+    const verifier = verify === undefined ? undefined : new ByteVerifier(verify(driver.port))
+    replayer.verifier = verifier
     const ns = trace.streams > 1 ? yield* driveStreams(trace, replayer, tick) : yield* driveSingle(replayer, tick)
     if (replayed !== undefined) replayed()
+    if (verifier !== undefined) verified = verifier.report()
     return { outcome: replayer.outcome(), ns, counters: allocator.core.counters(), info: driver.info }
   }).pipe(Effect.provide(Layer.provideMerge(allocatorLayer, device)))
   return Effect.map(session, ({ outcome, ns, counters, info }) => {
@@ -257,7 +280,8 @@ export const replayWith = <E>(
       pytorchPeakReserved: anchor?.peakReserved ?? null,
       firstOom: outcome.firstOom?.message ?? null,
       crossStream: crossStream,
-      timeline: outcome.timeline
+      timeline: outcome.timeline,
+      verified
     }
   })
 }
@@ -334,7 +358,7 @@ const peakSampler = (backend: DeviceBackend) => {
 export const replayCuda = (
   trace: Trace,
   policies: ReadonlyArray<PolicyName>,
-  options: { readonly policy?: PolicyOptions; readonly cuda?: CudaSessionOptions } = {}
+  options: { readonly policy?: PolicyOptions; readonly cuda?: CudaSessionOptions; readonly verify?: boolean } = {}
 ): Effect.Effect<Array<CudaReplayReport>, DriverError> =>
   Effect.scoped(Effect.gen(function*() {
     const session = yield* openCudaSession(options.cuda)
@@ -372,7 +396,10 @@ export const replayCuda = (
         options.policy ?? {},
         () => ({ leaked: failures, faults: 0 }),
         undefined,
-        () => (measured = timer.times())
+        () => (measured = timer.times()),
+        undefined,
+        undefined,
+        options.verify === true ? verifyOn(session.backend, true) : undefined
       )
       const after = yield* driverCall(() => session.port.memGetInfo().free)
       const minFree = sampler.minFree()

@@ -27,9 +27,10 @@
  * the driver does). `memAlloc` bytes count until `memFree`. `translate` maps a virtual extent to
  * the physical (chunk, offset) pieces behind it, which is what the invariant tests need to prove
  * that no physical byte is reachable from two live blocks. Contents are stored only for chunks
- * that are written (`write`/`read`, the simulator's `cuMemcpy`), on first write, so that a
- * stitched view can be checked byte for byte against the blocks it aliases without the
- * simulator holding gigabytes.
+ * that are written (`write`/`read`, the simulator's `cuMemcpy`), a 4 KiB page at a time on its
+ * first write, so that a stitched view can be checked byte for byte against the blocks it
+ * aliases, and a whole trace's blocks can be checked at both ends (`replay --verify`), without
+ * the simulator holding gigabytes.
  *
  * Note [Simulated system]
  * -----------------------
@@ -88,8 +89,8 @@ interface Chunk {
   readonly location: number
   mappings: number
   released: boolean
-  /** Contents, allocated on first write (Note [Simulated physical memory]). */
-  data: Uint8Array | undefined
+  /** Contents by page, each allocated on first write (Note [Simulated physical memory]). */
+  data: Map<number, Uint8Array> | undefined
 }
 
 /**
@@ -170,6 +171,9 @@ export const emptyLedger: Ledger = {
 }
 
 // Note [Simulated address space]
+/** Contents are kept in pages of this many bytes, each allocated on its first write. */
+const PAGE = 4096
+
 const VA_BASE = 0x5e00_0000_0000
 const VA_LIMIT = 2 ** 51
 const ALLOC_BASE = 2 ** 51
@@ -599,8 +603,15 @@ export class SimDriver implements DriverPort, StreamPort {
     for (const p of this.translate(va, data.length)) {
       const chunk = this.space.chunks.get(p.chunk)
       if (chunk === undefined) return fail("cuMemcpyHtoD", "InvalidValue", "classic allocations hold no simulated contents")
-      chunk.data ??= new Uint8Array(chunk.bytes)
-      chunk.data.set(data.subarray(at, at + p.bytes), p.offset)
+      const pages = (chunk.data ??= new Map())
+      for (let off = p.offset, end = p.offset + p.bytes; off < end;) {
+        const k = Math.floor(off / PAGE)
+        const to = Math.min(end, (k + 1) * PAGE)
+        let page = pages.get(k)
+        if (page === undefined) pages.set(k, page = new Uint8Array(PAGE))
+        page.set(data.subarray(at + off - p.offset, at + to - p.offset), off - k * PAGE)
+        off = to
+      }
       at += p.bytes
     }
   }
@@ -622,8 +633,16 @@ export class SimDriver implements DriverPort, StreamPort {
     const out = new Uint8Array(bytes)
     let at = 0
     for (const p of this.translate(va, bytes)) {
-      const data = this.space.chunks.get(p.chunk)?.data
-      if (data !== undefined) out.set(data.subarray(p.offset, p.offset + p.bytes), at)
+      const pages = this.space.chunks.get(p.chunk)?.data
+      if (pages !== undefined) {
+        for (let off = p.offset, end = p.offset + p.bytes; off < end;) {
+          const k = Math.floor(off / PAGE)
+          const to = Math.min(end, (k + 1) * PAGE)
+          const page = pages.get(k)
+          if (page !== undefined) out.set(page.subarray(off - k * PAGE, to - k * PAGE), at + off - p.offset)
+          off = to
+        }
+      }
       at += p.bytes
     }
     return out

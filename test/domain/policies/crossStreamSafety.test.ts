@@ -79,7 +79,11 @@ export const runProgram = (
   const streams = [0]
   for (let s = 1; s < p.streams; s++) streams.push(sim.streamCreate())
   const a = make(port)
-  const integrity = (a as { checkIntegrity?: () => void }).checkIntegrity?.bind(a)
+  // the policy under the adaptors (admission, the shared pool), for its integrity check
+  let core: unknown = a
+  while ((core as { inner?: unknown }).inner !== undefined) core = (core as { inner: unknown }).inner
+  const integrity = (core as { checkIntegrity?: () => void }).checkIntegrity?.bind(core)
+  if (p.ops.length > 0 && a.policy === "gmlake") expect(integrity).toBeDefined()
   const live = new Map<BlockId, number>()
   const guarded = new Map<BlockId, number>()
   let key = 0
