@@ -16,7 +16,7 @@ import { SimDriver, type SimDriverOptions } from "../layers/sim/SimDriver.ts"
 import { layerSimWith } from "../layers/sim/SimDriverLayer.ts"
 import { type CudaSessionOptions, openCudaSession } from "../layers/cuda/CudaDriverLayer.ts"
 import { type DeviceBackend, layerOver } from "../layers/DriverLayer.ts"
-import type { TrackedPort } from "../layers/TrackedPort.ts"
+import { TrackedPort } from "../layers/TrackedPort.ts"
 import type { DriverError } from "../domain/Errors.ts"
 import * as GpuAllocator from "../services/Allocator.ts"
 import { Driver, driverCall } from "../services/Driver.ts"
@@ -185,8 +185,8 @@ export const replaySim = (
  * The byte check's view of a backend (Note [Replay byte check]): fills queued on the session
  * stream's backend handle; the device synchronized before each check where `synchronize`.
  */
-const verifyOn = (backend: DeviceBackend, synchronize: boolean) => (port: TrackedPort): VerifyDevice => ({
-  fill: (address, value, bytes, stream) => backend.fillAsync(address, value, bytes, port.streamHandle(stream)),
+const verifyOn = (backend: DeviceBackend, synchronize: boolean) => (streamHandle: (stream: number) => number): VerifyDevice => ({
+  fill: (address, value, bytes, stream) => backend.fillAsync(address, value, bytes, streamHandle(stream)),
   read: (address, bytes) => backend.read(address, bytes),
   synchronize: synchronize ? () => backend.synchronize() : undefined,
   // the simulator keeps contents in 4 KiB pages: one page at each end keeps a whole trace small
@@ -208,7 +208,7 @@ export const replayWith = <E>(
   replayed?: () => void,
   faultCount?: () => number,
   slices?: number,
-  verify?: (port: TrackedPort) => VerifyDevice
+  verify?: (streamHandle: (stream: number) => number) => VerifyDevice
 ): Effect.Effect<ReplayReport, E | DriverError> => {
   let verified: VerifyReport | null = null
   let metered: MeteredPort | undefined
@@ -238,7 +238,9 @@ export const replayWith = <E>(
       }
     }
     const replayer = new Replayer(trace, allocator.core.inner, probe, slices, faultCount)
-    const verifier = verify === undefined ? undefined : new ByteVerifier(verify(driver.port))
+    // Session stream ids become the backend's handles through the session's registry (Note [Stream ids]).
+    const streamHandle = driver.port instanceof TrackedPort ? (s: number) => (driver.port as TrackedPort).streamHandle(s) : (s: number) => s
+    const verifier = verify === undefined ? undefined : new ByteVerifier(verify(streamHandle))
     replayer.verifier = verifier
     const ns = trace.streams > 1 ? yield* driveStreams(trace, replayer, tick) : yield* driveSingle(replayer, tick)
     if (replayed !== undefined) replayed()
