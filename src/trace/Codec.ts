@@ -109,6 +109,8 @@ export class JsonTraceDecoder {
   private clean = true
   /** Why the fast path stopped. */
   private stop = MISMATCH
+  /** Where the fast path's last event ended in the current buffer (-1: none). */
+  private took = -1
   /** The start of an event cut by the end of a chunk, for the next chunk. */
   private tail: Uint8Array | undefined
   private joined = new Uint8Array(0)
@@ -178,11 +180,11 @@ export class JsonTraceDecoder {
     try {
       while (p < buf.length) {
         if (this.mode === EVENTS && this.clean) {
+          this.took = -1
           const q = this.fast(buf, p)
-          if (q > p) {
-            this.skipped += q - p
-            this.lastToken = base + q - 1
-          }
+          if (q > p) this.skipped += q - p
+          // The last event taken is the last token; spaces alone are not (MAX_TOKEN counts them).
+          if (this.took >= 0) this.lastToken = base + this.took - 1
           p = q
           if (p >= buf.length) break
           if (this.stop === INCOMPLETE && !last) {
@@ -220,7 +222,10 @@ export class JsonTraceDecoder {
     let state = this.state
     for (;;) {
       let q = start
+      // Spaces between events are taken here (the tokenizer, between tokens, would skip them):
+      // handing a long run of them over 64 bytes at a time would rescan it each time.
       while (q < n && isSpace(buf[q]!)) q++
+      start = q
       if (q >= n) return this.incomplete(start, q)
       let c = buf[q]!
       if (state === COMMA_OR_CLOSE) {
@@ -270,6 +275,7 @@ export class JsonTraceDecoder {
       q++
       this.builder.event(this.event, ev, count)
       this.event++
+      this.took = q
       state = COMMA_OR_CLOSE
       this.state = COMMA_OR_CLOSE
       start = q

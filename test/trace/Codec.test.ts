@@ -94,6 +94,18 @@ describe("streaming JSON decode", () => {
     expect(e.message).toMatch(/^t\.json: too large: more than 16777216 bytes without a complete JSON token/)
   })
 
+  it("takes long runs of spaces between events in linear time, and refuses a gzip bomb of them as too large", () => {
+    const spaced = enc(`{"format":"gmlake-trace/1","workload":"w","events":[["a",1,5],${" ".repeat(4 << 20)}["f",1]]}`)
+    const t0 = performance.now()
+    const t = decodeChunks(spaced, 1 << 20)
+    expect(performance.now() - t0).toBeLessThan(3000)
+    expect(t.length).toBe(2)
+    const bomb = gzipSync(enc(`{"format":"gmlake-trace/1","workload":"w","events":[${" ".repeat(40 << 20)}]}`), { level: 1 })
+    const e = failure(bomb, "bomb.json.gz")
+    expect(e.reason).toBe("too-large")
+    expect(e.message).toMatch(/^bomb\.json\.gz: event 0: too large: more than 16777216 bytes without a complete JSON token/)
+  })
+
   it("reads a format other than ours as such, before its events", () => {
     expect(failure(`{"format":"other/2","events":[["a"`).message)
       .toBe(`t.json: not a gmlake-trace/1 document: format: Expected "gmlake-trace/1", got "other/2"`)
