@@ -1,32 +1,46 @@
 #!/bin/bash
-# Everything the GPU acceptance needs, in one call on the GPU machine (see ../shared/gpu/README.md).
-# From the project root, after `npm run bundle` and `bash ../shared/gpu/pack.sh dist/gmlake.mjs dist/probe.mjs`:
-#   device run, carry [".gpu"]:  bash .gpu/run.sh bash bench/gpu/run-all.sh "$OUT"
-# Writes at most 8 files under $1.
+# Every GPU acceptance check of this round, in one call on the GPU machine (under ten minutes).
+# From the project root, on a machine with npm:
+#   npm run bundle && bash <gpu-pack>/pack.sh dist/gmlake.mjs dist/calibrate.mjs
+#   then on the GPU machine, from the project root (carry .gpu):
+#   bash .gpu/run.sh bash bench/gpu/run-all.sh "$OUT"
+# Writes under $1: run.log, selftest.json, streams.json, verify-*.json, snapshot-cuda.json,
+# bill/ (driver-bill.sh: calibration, every trace with gmlake and expandable, summary.md),
+# oversize/ (oversize.sh: the 1 TB request with nvidia-smi sampling).
 set -u
 out=${1:?output folder}
+mkdir -p "$out"
 g() { node .gpu/gmlake.mjs "$@"; }
-log=$out/run.log
-exec > >(tee "$log") 2>&1
+exec > >(tee "$out/run.log") 2>&1
 echo "# $(date -u +%FT%TZ) $(uname -n)"
-nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv
+nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,memory.free --format=csv
+SECONDS=0
 echo "## selftest"
 g selftest --device cuda; echo "exit $?"
 g selftest --device cuda --json > "$out/selftest.json"; echo "exit $?"
-echo "## probe"
-node .gpu/probe.mjs > "$out/probe.json"; echo "exit $?"
-echo "## replays on the GPU (gmlake, caching) and on the simulator"
-: > "$out/replay-cuda.jsonl"; : > "$out/replay-sim.jsonl"
-for t in traces/*.json.gz; do
-  g replay "$t" --policy gmlake,caching --device cuda --json | tee -a "$out/replay-cuda.jsonl"; echo "exit $?"
-  g replay "$t" --policy gmlake,caching --json >> "$out/replay-sim.jsonl"; echo "exit $?"
-done
-echo "## interrupted replay (SIGINT after 4 s)"
-timeout --preserve-status -s INT 4 node .gpu/gmlake.mjs replay traces/llama1b_lora_varlen.json.gz --policy gmlake,caching --repeat 1000 --device cuda > /dev/null
+echo "## streams (two streams, memory reused across them, byte for byte)"
+g streams --device cuda --json > "$out/streams.json"; echo "exit $?"; head -c 600 "$out/streams.json"; echo
+echo "## gpt2_streams on the GPU with the cross-stream byte check, and on the simulator"
+g replay traces/gpt2_streams.json.gz --policy gmlake,expandable,caching --device cuda --verify --json > "$out/verify-cuda.json"; echo "exit $?"
+g replay traces/gpt2_streams.json.gz --policy gmlake,expandable,caching --json > "$out/verify-sim.json"; echo "exit $?"
+node -e '
+  const rd = (f) => require("fs").readFileSync(f, "utf8").trim().split("\n").filter(Boolean).map((l) => JSON.parse(l))
+  const c = rd(process.argv[1]), s = rd(process.argv[2])
+  for (const r of c) {
+    const m = s.find((x) => x.policy === r.policy)
+    console.log(r.policy, "cuda peakReserved", r.peakReserved, "sim", m && m.peakReserved, r.peakReserved === (m && m.peakReserved) ? "SAME" : "DIFFERENT", "verify", JSON.stringify(r.verify ?? null))
+  }
+' "$out/verify-cuda.json" "$out/verify-sim.json"
+echo "## the PyTorch snapshot fixture on the GPU"
+g replay test/fixtures/gpt2_small.snapshot.pickle --policy caching,expandable,gmlake --device cuda --json > "$out/snapshot-cuda.json"; echo "exit $?"
+echo "## interrupted replay (SIGINT after 3 s), then free memory from a fresh process"
+timeout --preserve-status -s INT 3 node .gpu/gmlake.mjs replay traces/llama1b_lora_varlen.json.gz --policy gmlake --repeat 1000 --device cuda > /dev/null
 echo "exit $? (130 = interrupted)"
-echo "## free device memory after the interrupted process, from a fresh one"
-g selftest --device cuda --json | head -c 300; echo
-echo "## streams on the GPU"
-g streams --device cuda --json > "$out/streams.json"; echo "exit $?"
-cat "$out/streams.json"
-echo "## done"
+nvidia-smi --query-gpu=memory.used,memory.free --format=csv
+echo "## after ${SECONDS}s: oversize"
+bash bench/gpu/oversize.sh "$out/oversize" > /dev/null 2>&1; echo "exit $?"; cat "$out/oversize/summary.txt" 2>/dev/null
+echo "## after ${SECONDS}s: driver bill"
+bash bench/gpu/driver-bill.sh "$out/bill" > /dev/null 2>&1; echo "exit $?"; cat "$out/bill/summary.md" 2>/dev/null
+echo "## free device memory at the end"
+nvidia-smi --query-gpu=memory.used,memory.free --format=csv
+echo "## done after ${SECONDS}s"
