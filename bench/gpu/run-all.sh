@@ -4,7 +4,7 @@
 #   npm run bundle && bash <gpu-pack>/pack.sh dist/gmlake.mjs dist/calibrate.mjs
 #   then on the GPU machine, from the project root (carry .gpu):
 #   bash .gpu/run.sh bash bench/gpu/run-all.sh "$OUT"
-# Writes under $1: run.log, selftest.json, streams.json, verify-*.json, snapshot-cuda.json,
+# Writes under $1: run.log and results.tgz holding selftest.json, streams.json, verify-*.json, snapshot-cuda.json,
 # bill/ (driver-bill.sh: calibration, every trace with gmlake and expandable, summary.md),
 # oversize/ (oversize.sh: the 1 TB request with nvidia-smi sampling).
 set -u
@@ -44,3 +44,5 @@ bash bench/gpu/driver-bill.sh "$out/bill" > /dev/null 2>&1; echo "exit $?"; cat 
 echo "## free device memory at the end"
 nvidia-smi --query-gpu=memory.used,memory.free --format=csv
 echo "## done after ${SECONDS}s"
+# The device tool brings back only a few files: everything but run.log travels as one archive.
+(cd "$out" && tar czf results.tgz --exclude=run.log --exclude=results.tgz . && find . -mindepth 1 ! -name run.log ! -name results.tgz -delete)
