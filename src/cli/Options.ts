@@ -140,6 +140,14 @@ export const injectFaults = Flag.String("inject-faults").pipe(
   Flag.optional
 )
 
+/** `--event-latency N`. @category flags */
+export const eventLatency = count(
+  "event-latency",
+  0,
+  2 ** 30,
+  "simulated device: trace events between an event's record and its completion (default 8; 0 is a device that keeps up, as a GPU replaying a trace does)"
+).pipe(Flag.optional)
+
 /** `--seed N`. @category flags */
 export const seed = count("seed", 0, 2 ** 32 - 1, "seed of the simulated device's fault injector (with --inject-faults)").pipe(
   Flag.optional

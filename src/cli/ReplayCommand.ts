@@ -168,6 +168,7 @@ export const replay = Command.make(
     config: Options.config,
     injectFaults: Options.injectFaults,
     seed: Options.seed,
+    eventLatency: Options.eventLatency,
     crossStream: Options.crossStream,
     verify: Options.verify,
     repeat: Options.repeat(1, "replays per policy; ns/event is their median (default 1; on cuda every run is reported)"),
@@ -177,7 +178,7 @@ export const replay = Command.make(
     Effect.gen(function*() {
       const policy = yield* resolvePolicyOptions(o.config, o.crossStream, o.policies)
       if (o.device === "cuda") {
-        for (const [name, v] of [["capacity", o.capacity], ["granularity", o.granularity], ["inject-faults", o.injectFaults], ["seed", o.seed]] as const) {
+        for (const [name, v] of [["capacity", o.capacity], ["granularity", o.granularity], ["inject-faults", o.injectFaults], ["seed", o.seed], ["event-latency", o.eventLatency]] as const) {
           if (Option.isSome(v)) return yield* new UsageError({ where: `replay: --${name}`, detail: "only for the simulated device (--device sim)" })
         }
         const trace = yield* loadTraceWithProgress(o.trace, Option.getOrUndefined(o.deviceIndex), o.json)
@@ -204,7 +205,8 @@ export const replay = Command.make(
         ...(capacity !== undefined ? { capacity } : {}),
         ...(granularity !== undefined ? { granularity } : {}),
         ...(Option.isSome(o.injectFaults) ? { faultRate: o.injectFaults.value } : {}),
-        ...(Option.isSome(o.seed) ? { seed: o.seed.value } : {})
+        ...(Option.isSome(o.seed) ? { seed: o.seed.value } : {}),
+        ...(Option.isSome(o.eventLatency) ? { eventLatency: o.eventLatency.value } : {})
       }
       const trace = yield* loadTraceWithProgress(o.trace, Option.getOrUndefined(o.deviceIndex), o.json)
       const reports = yield* withReplayProgress(
