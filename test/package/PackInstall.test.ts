@@ -106,6 +106,7 @@ describe("the package", () => {
     expect(run.stdout).toMatch(/reserved_bytes\.all\.peak: \d+/)
 
     const help = spawnSync("npx", ["--no-install", "gmlake", "--help"], { cwd: dir, env, encoding: "utf8", timeout: 60_000 })
+    expect(help.stderr).toBe("")
     expect(help.status).toBe(0)
     expect(help.stdout).toContain("USAGE")
     expect(help.stdout).toContain("replay")
