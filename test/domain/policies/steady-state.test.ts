@@ -2,9 +2,11 @@
  * The steady state (issue "the driver bill"): a training loop repeats the same step, and once the
  * allocator has seen it, a step must make no driver call at all, as PyTorch's allocator makes
  * none. Property: for any step (random sizes, lifetimes and order), repeated, every policy makes
- * zero driver calls after three warm-up steps. (Over 1,000 random steps the most warm-up steps
- * needed were 2 for caching, 1 for expandable and 3 for gmlake, in 1-2 runs of the 1,000: a
- * stitched view's chunks can be handed out once more before the layout settles.)
+ * zero driver calls once warmed up: the last three of ten steps make none. How long gmlake takes
+ * to settle, measured over 3,000 random steps (12 repetitions each): after 1 step in 2,742, 2 in
+ * 255, 3 in 2, 4 in 1; a stitched view's chunks can be handed out once more before the layout
+ * settles. The test allows up to seven warm-up steps so that it states what holds rather than
+ * failing on the rare four-step case (with three, 200 runs failed about one CI run in fifteen).
  */
 import { describe, expect, it } from "@effect/vitest"
 import * as fc from "fast-check"
@@ -51,13 +53,13 @@ const callsPerStep = (policy: PolicyName, s: { sizes: Array<number>; events: Arr
   return out
 }
 
-describe("steady state: a repeated step makes no driver call after three warm-up steps", () => {
+describe("steady state: a repeated step makes no driver call once warmed up", () => {
   for (const policy of policyNames) {
     it(policy, () => {
       fc.assert(
         fc.property(step, (s) => {
-          const calls = callsPerStep(policy, s, 6)
-          expect(calls.slice(3)).toEqual([0, 0, 0])
+          const calls = callsPerStep(policy, s, 10)
+          expect(calls.slice(7)).toEqual([0, 0, 0])
         }),
         { numRuns: 200 }
       )
