@@ -14,8 +14,14 @@
  * fact of the machine, not a failure; peer stitching then never borrows across it). Finally every
  * device's free memory must be back where it started.
  *
- * It opens its own sessions and switches contexts between devices on this thread, so run it
- * while no other CUDA session of this process is open (before or after the single-device
+ * It runs on one multi-device session, `layerCuda` of `layers/Devices.ts` (Note [Multi-device
+ * sessions]): every device on its primary context, one binding of the driver library shared by
+ * all, peer access as `cuDeviceCanAccessPeer` reports it when the session opens, and each check's
+ * chunks, ranges and mappings taken through the device's `Vmm` service (`services/Vmm.ts`), so
+ * they are scoped to the check and owned by the device's handle registry. A driver that cannot
+ * be loaded, or a session that cannot be opened (no device, a failing `cuDeviceCanAccessPeer`),
+ * is one failed "devices" check. The session switches contexts between devices on this thread, so
+ * run it while no other CUDA session of this process is open (before or after the single-device
  * selftest's session, not inside it): a session's binding remembers which context it made
  * current (Note [One context per thread]). Every device is closed, and no context is left
  * current, when it returns. It never fails: a failure is a check with `ok: false`. It never
@@ -23,14 +29,11 @@
  *
  * @since 0.1.0
  */
-import { Effect, type Scope } from "effect"
-import { type CudaLibrary, loadCuda } from "../cuda/Binding.ts"
-import { cudaError } from "../cuda/CudaError.ts"
-import { type CudaDevice, CudaPort, openDevice } from "../cuda/CudaPort.ts"
-import { DriverError } from "../domain/Errors.ts"
-import { type Address, type ChunkHandle, formatBytes } from "../domain/Units.ts"
-import { executeMap } from "../domain/vmm/Plan.ts"
-import { driverCall } from "../services/Driver.ts"
+import { Context, Effect, Layer, type Scope } from "effect"
+import type { DriverError } from "../domain/Errors.ts"
+import { formatBytes } from "../domain/Units.ts"
+import { type DeviceSession, Devices, layerCuda } from "../layers/Devices.ts"
+import { Vmm, layer as vmmLayer } from "../services/Vmm.ts"
 
 /** One check's outcome (the same shape as the selftest's checks). @category models */
 export interface MultiDeviceCheck {
@@ -60,30 +63,9 @@ const firstDifference = (a: Uint8Array, b: Uint8Array): number => {
   return -1
 }
 
-/** Releases cannot fail: a handle that will not go is reported by the memory check at the end. */
-const quietly = (f: () => void) =>
-  Effect.sync(() => {
-    try {
-      f()
-    } catch {
-      // counted by the "memory given back" check
-    }
-  })
-
-const chunkOn = (port: CudaPort, bytes: number) =>
-  Effect.acquireRelease(driverCall(() => port.memCreate(bytes)), (h) => quietly(() => port.memRelease(h)))
-
-const rangeOn = (port: CudaPort, bytes: number) =>
-  Effect.acquireRelease(driverCall(() => port.addressReserve(bytes)), (va) => quietly(() => port.addressFree(va, bytes)))
-
-/** Maps `handle` at `va` through `port` and grants `port`'s device access; unmapped at scope close. */
-const mapWithAccess = (port: CudaPort, va: Address, bytes: number, handle: ChunkHandle) =>
-  Effect.acquireRelease(
-    driverCall(() => {
-      executeMap(port, { reserve: 0, at: va, sizes: [bytes], handles: [handle], create: false })
-    }),
-    () => quietly(() => port.memUnmap(va, bytes))
-  )
+/** The scoped VMM primitives of one device of the session. */
+const vmmOf = (session: DeviceSession): Effect.Effect<Vmm["Service"], never, Scope.Scope> =>
+  Layer.build(vmmLayer).pipe(Effect.map((c) => Context.get(c, Vmm)), Effect.provideContext(session.context))
 
 const message = (e: unknown): string => (e instanceof Error ? e.message : String(e))
 
@@ -97,81 +79,58 @@ const attempt = (
     Effect.catchDefect((e) => Effect.succeed({ name, ok: false, detail: `defect: ${message(e)}` }))
   )
 
-/** The device count the driver reports (`cuInit`, `cuDeviceGetCount`). */
-const deviceCount = (lib: CudaLibrary): number => {
-  const check = (call: string, rc: number) => {
-    if (rc !== 0) throw cudaError(call, rc, lib.describe)
-  }
-  check("cuInit", lib.api.cuInit(0))
-  const count = new Int32Array(1)
-  check("cuDeviceGetCount", lib.api.cuDeviceGetCount(count))
-  return count[0]!
-}
-
 /**
  * The multi-device checks (Note [Multi-device selftest]): one per visible device, one per ordered
  * pair of devices, and the memory check, as plain `{ name, ok, detail }` results.
  * @category selftest
  */
 export const multiDeviceChecks = (options: MultiDeviceOptions = {}): Effect.Effect<ReadonlyArray<MultiDeviceCheck>> =>
-  Effect.scoped(Effect.gen(function*() {
+  Effect.scoped(checksOn(options)).pipe(
+    Effect.provide(layerCuda(options.library !== undefined ? { library: options.library } : {})),
+    Effect.catch((e) => Effect.succeed([{ name: "devices", ok: false, detail: e.message }])),
+    Effect.catchDefect((e) => Effect.succeed([{ name: "devices", ok: false, detail: `defect: ${message(e)}` }]))
+  )
+
+/** The checks on an open session; every failure inside is a check of its own. */
+const checksOn = (options: MultiDeviceOptions): Effect.Effect<ReadonlyArray<MultiDeviceCheck>, never, Devices | Scope.Scope> =>
+  Effect.gen(function*() {
+    const { canAccessPeer, sessions } = yield* Devices
     const checks: Array<MultiDeviceCheck> = []
-    const opened = yield* Effect.gen(function*() {
-      const lib = yield* Effect.tryPromise({
-        try: () => loadCuda(options.library ?? process.env["GMLAKE_LIBCUDA"] ?? undefined),
-        catch: (e) => e instanceof DriverError ? e : new DriverError({ call: "dlopen", reason: "NoDevice", code: 100, detail: message(e) })
-      })
-      const count = yield* driverCall(() => deviceCount(lib))
-      const devices: Array<CudaDevice> = []
-      const ports: Array<CudaPort> = []
-      for (let i = 0; i < count; i++) {
-        const device = yield* Effect.acquireRelease(
-          driverCall(() => openDevice(lib, i)),
-          (d) => quietly(() => d.close())
-        )
-        devices.push(device)
-        ports.push(yield* driverCall(() => new CudaPort(device)))
-      }
-      return { devices, ports }
-    }).pipe(Effect.result)
-    if (opened._tag === "Failure") {
-      return [{ name: "devices", ok: false, detail: opened.failure.message }]
-    }
-    const { devices, ports } = opened.success
-    const n = devices.length
-    const g = ports[0]?.granularity ?? 0
-    const sameGranule = ports.every((p) => p.granularity === g)
+    const n = sessions.length
+    const infos = sessions.map((s) => s.driver.info)
+    const vmms: Array<Vmm["Service"]> = []
+    for (const s of sessions) vmms.push(yield* vmmOf(s))
+    const g = infos[0]?.granularity ?? 0
+    const sameGranule = infos.every((d) => d.granularity === g)
     checks.push({
       name: "devices",
       ok: n >= 1 && sameGranule,
-      detail: `${n} visible: ` + devices.map((d, i) => `${i} ${d.name} (${formatBytes(d.totalMemory)}, granule ${formatBytes(ports[i]!.granularity)})`).join("; ") +
+      detail: `${n} visible: ` + infos.map((d, i) => `${i} ${d.name} (${formatBytes(d.capacity)}, granule ${formatBytes(d.granularity)})`).join("; ") +
         (sameGranule ? "" : "; granularities differ, peer stitching needs one")
     })
-    const freeBefore = ports.map((p) => {
-      try {
-        return p.memGetInfo().free
-      } catch {
-        return -1
-      }
-    })
+    const freeNow = (missing: number) =>
+      Effect.forEach(sessions, (s) => s.driver.memGetInfo.pipe(Effect.map((m) => m.free), Effect.orElseSucceed(() => missing)))
+    const freeBefore = yield* freeNow(-1)
 
     // Every device on its own: a chunk here, mapped with access for it, bytes through it.
     for (let i = 0; i < n; i++) {
-      const port = ports[i]!
-      const bytes = Math.ceil((options.bytes ?? port.granularity) / port.granularity) * port.granularity
+      const driver = sessions[i]!.driver
+      const vmm = vmms[i]!
+      const granule = infos[i]!.granularity
+      const bytes = Math.ceil((options.bytes ?? granule) / granule) * granule
       checks.push(yield* attempt(`device ${i}`, Effect.gen(function*() {
-        const h = yield* chunkOn(port, bytes)
-        const va = yield* rangeOn(port, bytes)
-        yield* mapWithAccess(port, va, bytes, h)
+        const chunk = yield* vmm.chunk(bytes)
+        const range = yield* vmm.range(bytes)
+        yield* vmm.map(range.address, chunk)
         const data = pattern(bytes, i)
-        yield* driverCall(() => port.write(va, data))
-        const back = yield* driverCall(() => port.read(va, bytes))
+        yield* driver.write(range.address, data)
+        const back = yield* driver.read(range.address, bytes)
         const at = firstDifference(back, data)
         return {
           name: `device ${i}`,
           ok: at < 0,
           detail: at < 0
-            ? `${devices[i]!.name}: ${formatBytes(bytes)} written and read back through its own mapping`
+            ? `${infos[i]!.name}: ${formatBytes(bytes)} written and read back through its own mapping`
             : `byte ${at} read back differs`
         }
       })))
@@ -183,14 +142,7 @@ export const multiDeviceChecks = (options: MultiDeviceOptions = {}): Effect.Effe
       for (let j = 0; j < n; j++) {
         if (i === j) continue
         const name = `peer ${i}->${j}`
-        const local = ports[i]!
-        const lender = ports[j]!
-        const can = yield* driverCall(() => devices[i]!.canAccessPeer(devices[j]!.device)).pipe(Effect.result)
-        if (can._tag === "Failure") {
-          checks.push({ name, ok: false, detail: can.failure.message })
-          continue
-        }
-        if (!can.success) {
+        if (!canAccessPeer(i, j)) {
           checks.push({
             name,
             ok: true,
@@ -202,19 +154,21 @@ export const multiDeviceChecks = (options: MultiDeviceOptions = {}): Effect.Effe
           checks.push({ name, ok: false, detail: "granularities differ: cannot map one device's chunks at the other's" })
           continue
         }
+        const local = sessions[i]!.driver
+        const lender = sessions[j]!.driver
         const bytes = Math.ceil((options.bytes ?? g) / g) * g
         checks.push(yield* attempt(name, Effect.gen(function*() {
           // The chunk lives on j; device i maps it in its own range with access for i only.
-          const h = yield* chunkOn(lender, bytes)
-          const borrowed = yield* rangeOn(local, bytes)
-          yield* mapWithAccess(local, borrowed, bytes, h)
+          const chunk = yield* vmms[j]!.chunk(bytes)
+          const borrowed = yield* vmms[i]!.range(bytes)
+          yield* vmms[i]!.map(borrowed.address, chunk)
           const data = pattern(bytes, 7 + i * 16 + j)
-          yield* driverCall(() => local.write(borrowed, data))
-          yield* driverCall(() => local.ctxSynchronize())
+          yield* local.write(borrowed.address, data)
+          yield* local.synchronize
           // Read back through j's own mapping of the same chunk, in j's context.
-          const own = yield* rangeOn(lender, bytes)
-          yield* mapWithAccess(lender, own, bytes, h)
-          const back = yield* driverCall(() => lender.read(own, bytes))
+          const own = yield* vmms[j]!.range(bytes)
+          yield* vmms[j]!.map(own.address, chunk)
+          const back = yield* lender.read(own.address, bytes)
           const at = firstDifference(back, data)
           return {
             name,
@@ -228,13 +182,7 @@ export const multiDeviceChecks = (options: MultiDeviceOptions = {}): Effect.Effe
       }
     }
 
-    const freeAfter = ports.map((p) => {
-      try {
-        return p.memGetInfo().free
-      } catch {
-        return -2
-      }
-    })
+    const freeAfter = yield* freeNow(-2)
     const leaked = freeAfter.flatMap((f, i) => (f === freeBefore[i] ? [] : [i]))
     checks.push({
       name: "memory given back (all devices)",
@@ -244,4 +192,4 @@ export const multiDeviceChecks = (options: MultiDeviceOptions = {}): Effect.Effe
         : leaked.map((i) => `device ${i}: ${formatBytes(freeBefore[i]! - freeAfter[i]!)} not given back`).join("; ")
     })
     return checks
-  }))
+  })

@@ -67,6 +67,16 @@ describe("multi-device selftest (fake libcuda)", () => {
     expectDriverAsFound()
   })
 
+  it("reports a session that cannot be opened as one failed check, and leaves no device open", async () => {
+    await freshLibrary({ devices: 2 })
+    fake.inject("cuDeviceCanAccessPeer", 999) // asked once every device is open
+    const checks = await Effect.runPromise(multiDeviceChecks({ library: libraries.full }))
+    expect(checks).toHaveLength(1)
+    expect(checks[0]).toMatchObject({ name: "devices", ok: false })
+    expect(checks[0]!.detail).toContain("cuDeviceCanAccessPeer")
+    expectDriverAsFound()
+  })
+
   it("reports a driver that cannot be loaded as one failed check", async () => {
     const checks = await Effect.runPromise(multiDeviceChecks({ library: "/nonexistent/libcuda.so.1" }))
     expect(checks).toHaveLength(1)
