@@ -5,9 +5,9 @@
  *
  * @since 0.1.0
  */
-import { Cause, Console, Effect, FileSystem, Layer, Path, Stdio, Terminal } from "effect"
+import * as NodeServices from "@effect/platform-node/NodeServices"
+import { Cause, Console, Effect, Layer } from "effect"
 import { CliConfig, CliOutput, Command, GlobalFlag } from "effect/cli"
-import { ChildProcessSpawner } from "effect/process"
 import { gmlake, subcommands } from "./Commands.ts"
 import { ExitCode, outcomeOf } from "./Errors.ts"
 
@@ -31,26 +31,14 @@ const presenter: CliOutput.Presenter = {
       : Effect.void
 }
 
-const unused = (what: string) => Effect.die(new Error(`gmlake does not use the CLI module's ${what}`))
-
 /**
- * What the CLI module needs from the platform. The commands read their own files, so no file
- * system, terminal or child process is provided (a call would be a bug, and says so); this keeps
- * start-up cheap and lets tests run the command line in-process.
+ * What the CLI module needs from the platform: Node's file system, path, terminal, standard streams
+ * and child processes, from `@effect/platform-node` (`NodeServices`). The commands read their own
+ * files (streaming, see src/trace), so the CLI module uses these only for its own help and
+ * completions; the bundle keeps their start-up cost small.
  */
 const environment = Layer.mergeAll(
-  FileSystem.layerNoop({}),
-  Path.layer,
-  Stdio.layerTest({}),
-  Layer.succeed(Terminal.Terminal)(Terminal.make({
-    columns: Effect.succeed(100),
-    rows: Effect.succeed(40),
-    size: unused("terminal"),
-    readInput: unused("terminal"),
-    readLine: unused("terminal"),
-    display: () => Effect.void
-  })),
-  Layer.succeed(ChildProcessSpawner.ChildProcessSpawner)(ChildProcessSpawner.make(() => unused("child processes"))),
+  NodeServices.layer,
   CliOutput.layerPresenter(presenter),
   CliOutput.layer(formatter),
   CliConfig.layer({ builtIns: [GlobalFlag.Help, GlobalFlag.Version, GlobalFlag.Completions] })
