@@ -46,4 +46,4 @@ echo "## free device memory at the end"
 nvidia-smi --query-gpu=memory.used,memory.free --format=csv
 echo "## done after ${SECONDS}s"
 # The device tool brings back only a few files: everything but run.log travels as one archive.
-(cd "$out" && tar czf results.tgz --exclude=run.log --exclude=results.tgz . && find . -mindepth 1 ! -name run.log ! -name results.tgz -delete)
+(cd "$out" && tar czf /tmp/results.tgz --exclude=run.log . && find . -mindepth 1 ! -name run.log -delete && mv /tmp/results.tgz .)
