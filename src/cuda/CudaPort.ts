@@ -33,6 +33,10 @@
  * (whose own work is 6 to 11 ns a call) each costs 50 to 65 ns (Node 24, 2-core VM); on an H100
  * the driver's own 2 to 80 us dominate (`bench/calibration`).
  *
+ * Why one file of ~570 lines: one method per driver entry point, each a few lines over the
+ * pre-encoded structs and out-slots that they share (Note [Pre-encoded structs and out slots]);
+ * the struct buffers are the port's private state.
+ *
  * @since 0.1.0
  */
 import type { Brand } from "effect"

@@ -58,6 +58,9 @@
  * of memory, not for hot tensors, and watch `borrowedBytes`. It never copies data and never
  * uses NVLink multicast (`cuMulticastCreate`).
  *
+ * Why one file of ~560 lines: the adaptor and the lending group share the per-device lending
+ * ledgers, which must stay consistent with each other under every failure (Note [Peer stitching]).
+ *
  * @since 0.1.0
  */
 import type { Allocator, PolicyCounters, PolicyName } from "../Allocator.ts"

@@ -48,6 +48,11 @@
  * mappings inside them, its classic allocations, streams and events. A standalone `SimDriver`
  * is a system of one device, and behaves exactly as before.
  *
+ * Why one file of ~800 lines: every part of the simulated device (address space, chunks, mappings,
+ * classic allocations, streams, events, contents, faults) updates the one ledger that the tests read
+ * and that must be empty at every scope's close; split, each part would need the others' private
+ * state, and the ledger's consistency would no longer be checkable in one place.
+ *
  * @since 0.1.0
  */
 import type { DriverCallKind, DriverPort } from "../../domain/DriverPort.ts"

@@ -52,6 +52,10 @@
  * segment is not wholly free. PyTorch's out-of-memory path and `emptyCache` first synchronize on
  * those events; a policy cannot wait for a device, so here they stay pending until `complete`.
  *
+ * Why one file of ~700 lines: it follows the structure of PyTorch's `CUDACachingAllocator.cpp`
+ * function by function (malloc's chain of fallbacks, split and merge rules, release, the options), so
+ * that each rule can be read beside PyTorch's own; splitting it would break that correspondence.
+ *
  * @since 0.1.0
  */
 import type { Allocator, PolicyCounters } from "../../Allocator.ts"

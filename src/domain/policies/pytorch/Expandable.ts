@@ -35,6 +35,9 @@
  * growth did (unmap, release), so a refused step leaves the device and the policy as they were;
  * a refusal for lack of memory then sends the request down the release-and-retry path.
  *
+ * Why one file of ~550 lines: like `Caching.ts`, it follows PyTorch's expandable-segment code rule
+ * for rule, so that each rule reads beside PyTorch's own.
+ *
  * @since 0.1.0
  */
 import type { Allocator, PolicyCounters } from "../../Allocator.ts"
