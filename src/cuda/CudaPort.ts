@@ -233,7 +233,7 @@ export interface EventOptions {
 /**
  * The `DriverPort` and `StreamPort` of one CUDA device session (Note [Hot calls]), with copies,
  * memset and finer stream and event control. Every method throws `DriverError` on failure and
- * leaves the device unchanged. It keeps no ledger of its own: `layers/TrackedPort.ts` does.
+ * leaves the device unchanged. It keeps no ledger of its own: `layers/HandleRegistry.ts` does.
  * @category constructors
  */
 export class CudaPort implements DriverPort, StreamPort {

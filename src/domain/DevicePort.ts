@@ -10,7 +10,7 @@ import type { StreamPort } from "./StreamPort.ts"
 /** A device: VMM primitives, streams and events. @category models */
 export type DevicePort = DriverPort & StreamPort
 
-/** What a session's handle registry holds now (Note [Handle ownership] in `layers/TrackedPort.ts`). @category models */
+/** What a session's handle registry holds now (Note [Handle ownership] in `layers/HandleRegistry.ts`). @category models */
 export interface LiveHandles {
   readonly chunks: number
   readonly ranges: number

@@ -9,7 +9,7 @@ import { InvalidBlockError, InvalidRequestError } from "./Errors.ts"
 
 /**
  * The largest stream id. Streams are small ids that a session hands out (0 is the default
- * stream; Note [Stream ids] in `layers/TrackedPort.ts`) and that traces number 0, 1, 2...;
+ * stream; Note [Stream ids] in `layers/HandleRegistry.ts`) and that traces number 0, 1, 2...;
  * allocators keep per-stream state in arrays indexed by them, so the range is bounded.
  * @category constants
  */

@@ -7,10 +7,10 @@
 import { Effect, Layer } from "effect"
 import type { DeviceInfo } from "../services/Driver.ts"
 import { Driver, driverCall } from "../services/Driver.ts"
-import { type DevicePort, TrackedPort } from "./TrackedPort.ts"
+import { type DevicePort, HandleRegistry } from "./HandleRegistry.ts"
 
 /** What a backend offers beyond the ports. @category models */
-export interface DeviceBackend extends DevicePort {
+export interface DeviceIo extends DevicePort {
   /** `cuMemcpyHtoD` through the mappings. */
   write(address: number, data: Uint8Array): void
   /** `cuMemcpyDtoH` through the mappings. */
@@ -29,7 +29,7 @@ export interface DeviceBackend extends DevicePort {
  * @category layers
  */
 export const layerOver = (
-  backend: DeviceBackend,
+  backend: DeviceIo,
   info: DeviceInfo,
   onRelease?: (failures: ReadonlyArray<string>) => void
 ): Layer.Layer<Driver> =>
@@ -37,7 +37,7 @@ export const layerOver = (
     Driver,
     Effect.gen(function*() {
       const port = yield* Effect.acquireRelease(
-        Effect.sync(() => new TrackedPort(backend, () => backend.synchronize())),
+        Effect.sync(() => new HandleRegistry(backend, () => backend.synchronize())),
         (p) =>
           Effect.sync(() => {
             const failures = p.releaseAll()

@@ -11,7 +11,7 @@ import type { DriverCallKind, DriverPort } from "../domain/DriverPort.ts"
 import { LatencyTable, rangeCallBase } from "../domain/Latency.ts"
 import type { Address, ChunkHandle } from "../domain/Units.ts"
 
-/** A port that knows the mappings made through it (`TrackedPort`). @category models */
+/** A port that knows the mappings made through it (`HandleRegistry`). @category models */
 export interface MappingIndex {
   /** The bytes of the live mapping at `va`, if any. */
   mappingBytes(va: number): number | undefined

@@ -1,5 +1,5 @@
 /**
- * A `DeviceBackend` adaptor that measures the wall time of every driver call it passes on, by
+ * A `DeviceIo` adaptor that measures the wall time of every driver call it passes on, by
  * kind: the driver time a replay really spent on the GPU, to hold the model's `driverMicros`
  * against (Note [Driver-time model]). Two clock reads per call (about 0.1 us) against calls of
  * 2 us and more.
@@ -7,7 +7,7 @@
  * @since 0.2.0
  */
 import type { DriverCallKind } from "../domain/DriverPort.ts"
-import type { DeviceBackend } from "./DriverLayer.ts"
+import type { DeviceIo } from "./DriverLayer.ts"
 import { type CallCounts, zeroCallCounts } from "./MeteredPort.ts"
 
 /** What the timer measured. @category models */
@@ -24,7 +24,7 @@ export interface DriverTimes {
  * Wraps `backend`; `times()` reads what was measured so far.
  * @category constructors
  */
-export const timedBackend = (backend: DeviceBackend): { readonly backend: DeviceBackend; readonly times: () => DriverTimes } => {
+export const timedBackend = (backend: DeviceIo): { readonly backend: DeviceIo; readonly times: () => DriverTimes } => {
   const micros = zeroCallCounts()
   const calls = zeroCallCounts()
   const timed = <A>(kind: DriverCallKind, f: () => A): A => {
@@ -36,7 +36,7 @@ export const timedBackend = (backend: DeviceBackend): { readonly backend: Device
       calls[kind]++
     }
   }
-  const wrapped: DeviceBackend = {
+  const wrapped: DeviceIo = {
     ...backend,
     get granularity() {
       return backend.granularity

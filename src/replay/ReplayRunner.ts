@@ -15,8 +15,8 @@ import { type CallCounts, MeteredPort } from "../layers/MeteredPort.ts"
 import { SimDriver, type SimDriverOptions } from "../layers/sim/SimDriver.ts"
 import { layerSimWith } from "../layers/sim/SimDriverLayer.ts"
 import { type CudaSessionOptions, openCudaSession } from "../layers/cuda/CudaDriverLayer.ts"
-import { type DeviceBackend, layerOver } from "../layers/DriverLayer.ts"
-import { TrackedPort } from "../layers/TrackedPort.ts"
+import { type DeviceIo, layerOver } from "../layers/DriverLayer.ts"
+import { HandleRegistry } from "../layers/HandleRegistry.ts"
 import type { DriverError } from "../domain/Errors.ts"
 import * as GpuAllocator from "../services/Allocator.ts"
 import { Driver, driverCall } from "../services/Driver.ts"
@@ -185,7 +185,7 @@ export const replaySim = (
  * The byte check's view of a backend (Note [Replay byte check]): fills queued on the session
  * stream's backend handle; the device synchronized before each check where `synchronize`.
  */
-const verifyOn = (backend: DeviceBackend, synchronize: boolean) => (streamHandle: (stream: number) => number): VerifyDevice => ({
+const verifyOn = (backend: DeviceIo, synchronize: boolean) => (streamHandle: (stream: number) => number): VerifyDevice => ({
   fill: (address, value, bytes, stream) => backend.fillAsync(address, value, bytes, streamHandle(stream)),
   read: (address, bytes) => backend.read(address, bytes),
   synchronize: synchronize ? () => backend.synchronize() : undefined,
@@ -239,7 +239,7 @@ export const replayWith = <E>(
     }
     const replayer = new Replayer(trace, allocator.core.inner, probe, slices, faultCount)
     // Session stream ids become the backend's handles through the session's registry (Note [Stream ids]).
-    const streamHandle = driver.port instanceof TrackedPort ? (s: number) => (driver.port as TrackedPort).streamHandle(s) : (s: number) => s
+    const streamHandle = driver.port instanceof HandleRegistry ? (s: number) => (driver.port as HandleRegistry).streamHandle(s) : (s: number) => s
     const verifier = verify === undefined ? undefined : new ByteVerifier(verify(streamHandle))
     replayer.verifier = verifier
     const ns = trace.streams > 1 ? yield* driveStreams(trace, replayer, tick) : yield* driveSingle(replayer, tick)
@@ -310,7 +310,7 @@ export interface CudaReplayReport extends ReplayReport {
  * high, so that the device's own peak can be compared with the allocator's `peakReserved` without
  * a `cuMemGetInfo` per driver call.
  */
-const peakSampler = (backend: DeviceBackend) => {
+const peakSampler = (backend: DeviceIo) => {
   let held = 0
   let peakHeld = 0
   let minFree = Number.POSITIVE_INFINITY
@@ -322,7 +322,7 @@ const peakSampler = (backend: DeviceBackend) => {
       minFree = Math.min(minFree, backend.memGetInfo().free)
     }
   }
-  const sampled: DeviceBackend = {
+  const sampled: DeviceIo = {
     ...backend,
     granularity: backend.granularity,
     capacity: backend.capacity,

@@ -3,7 +3,7 @@
  *
  * The service hands out the synchronous device port (Note [Plans as a dialogue] in
  * `domain/DriverPort.ts`); the layers wrap it in a registry that owns every handle made through it
- * (`layers/TrackedPort.ts`, Note [Handle ownership]) and acquire that registry with
+ * (`layers/HandleRegistry.ts`, Note [Handle ownership]) and acquire that registry with
  * `acquireRelease`, so closing the session gives everything back. Backends:
  * `layers/sim/SimDriverLayer.ts` (the simulated device) and `layers/cuda/CudaDriverLayer.ts`
  * (libcuda through koffi).
@@ -30,7 +30,7 @@ export class Driver extends Context.Service<Driver, {
   readonly info: DeviceInfo
   /**
    * The synchronous port the allocator core runs on. The layers hand out one that owns every
-   * handle made through it (`layers/TrackedPort.ts`, Note [Handle ownership]).
+   * handle made through it (`layers/HandleRegistry.ts`, Note [Handle ownership]).
    */
   readonly port: DevicePort
   /** `cuMemGetInfo`: free and total device memory. */

@@ -18,7 +18,7 @@ import { type CudaLibrary, loadCuda } from "../../cuda/Binding.ts"
 import { type CudaDevice, CudaPort, openDevice } from "../../cuda/CudaPort.ts"
 import { DriverError } from "../../domain/Errors.ts"
 import { type DeviceInfo, type Driver, driverCall } from "../../services/Driver.ts"
-import { type DeviceBackend, layerOver } from "../DriverLayer.ts"
+import { type DeviceIo, layerOver } from "../DriverLayer.ts"
 
 /** @category models */
 export interface CudaSessionOptions {
@@ -33,7 +33,7 @@ export interface CudaSessionOptions {
 
 /** An open device: its backend for `layerOver`, and what it is. @category models */
 export interface CudaSession {
-  readonly backend: DeviceBackend
+  readonly backend: DeviceIo
   readonly port: CudaPort
   readonly info: DeviceInfo
 }
@@ -95,10 +95,10 @@ export const openCudaSession = (options: CudaSessionOptions = {}): Effect.Effect
   Effect.flatMap(loadCudaLibrary(options.library), (lib) => openCudaDevice(lib, options.ordinal ?? 0))
 
 /**
- * The `DeviceBackend` of a CUDA port: the session's view of one device.
+ * The `DeviceIo` of a CUDA port: the session's view of one device.
  * @category constructors
  */
-export const cudaBackend = (port: CudaPort): DeviceBackend => ({
+export const cudaBackend = (port: CudaPort): DeviceIo => ({
   get granularity() {
     return port.granularity
   },
@@ -115,7 +115,7 @@ export const cudaBackend = (port: CudaPort): DeviceBackend => ({
   memAlloc: (b) => port.memAlloc(b),
   memFree: (va) => port.memFree(va),
   memGetInfo: () => port.memGetInfo(),
-  // Stream and event ids here are the port's own handles (TrackedPort translates session ids).
+  // Stream and event ids here are the port's own handles (HandleRegistry translates session ids).
   streamCreate: () => port.streamCreate(),
   streamDestroy: (s) => port.streamDestroy(s as never),
   streamSynchronize: (s) => port.streamSynchronize(s as never),

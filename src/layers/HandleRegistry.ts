@@ -26,7 +26,7 @@ import type { Address, ChunkHandle } from "../domain/Units.ts"
 export type { DevicePort, LiveHandles }
 
 /** @category constructors */
-export class TrackedPort implements DriverPort, StreamPort {
+export class HandleRegistry implements DriverPort, StreamPort {
   readonly granularity: number
   readonly capacity: number
   readonly inner: DevicePort
