@@ -17,7 +17,7 @@
 import { writeFileSync } from "node:fs"
 import { pathToFileURL } from "node:url"
 import { type CudaLibrary, loadCuda } from "../../src/cuda/Binding.ts"
-import { CudaPort, openDevice } from "../../src/cuda/CudaPort.ts"
+import { CudaDevicePort, openDevice } from "../../src/cuda/CudaDevicePort.ts"
 import type { Address, ChunkHandle } from "../../src/domain/Units.ts"
 
 /** @category models */
@@ -59,7 +59,7 @@ const time = (f: () => void): number => {
  */
 export const calibrate = (lib: CudaLibrary, options: CalibrationOptions = {}): Array<CalibrationLine> => {
   const device = openDevice(lib, options.ordinal ?? 0)
-  const port = new CudaPort(device)
+  const port = new CudaDevicePort(device)
   const G = port.granularity
   const repeats = options.repeats ?? 5
   const budget = port.capacity / 4

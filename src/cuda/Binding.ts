@@ -1,7 +1,7 @@
 /**
  * The koffi binding of the CUDA driver library (`libcuda.so.1`): the raw entry points the
  * project uses, the VMM structs, and the out slots the hot calls write into. The only module that
- * touches koffi; `CudaPort.ts` builds the `DriverPort` on top of it.
+ * touches koffi; `CudaDevicePort.ts` builds the `DriverPort` on top of it.
  *
  * Note [Lazy koffi]
  * -----------------

@@ -40,7 +40,7 @@ import { loadCudaLibrary, openCudaDevice } from "./cuda/CudaDriverLayer.ts"
 import { layerOver } from "./DriverLayer.ts"
 import type { SimSystem } from "./sim/SimSystem.ts"
 import { cudaError } from "../cuda/CudaError.ts"
-import type { CudaDevice } from "../cuda/CudaPort.ts"
+import type { CudaContext } from "../cuda/CudaDevicePort.ts"
 import * as GpuAllocator from "../services/Allocator.ts"
 import { Driver, driverCall } from "../services/Driver.ts"
 
@@ -247,7 +247,7 @@ export const layerCuda = (
       if (rc !== 0) throw cudaError("cuDeviceGetCount", rc, lib.describe)
       return Array.from({ length: count[0]! }, (_, i) => i)
     }))
-    const opened: Array<CudaDevice | undefined> = ordinals.map(() => undefined)
+    const opened: Array<CudaContext | undefined> = ordinals.map(() => undefined)
     return layer<DriverError>({
       count: ordinals.length,
       driver: (i) =>

@@ -5,7 +5,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from "@effect/vitest"
 import type { CudaLibrary } from "../../src/cuda/Binding.ts"
-import { type CudaDevice, CudaPort, openDevice } from "../../src/cuda/CudaPort.ts"
+import { type CudaContext, CudaDevicePort, openDevice } from "../../src/cuda/CudaDevicePort.ts"
 import { policyNames } from "../../src/domain/Allocator.ts"
 import { OutOfMemoryError } from "../../src/domain/Errors.ts"
 import { makeAllocator } from "../../src/domain/policies/Policies.ts"
@@ -14,7 +14,7 @@ import { fake, freshLibrary, GiB, MiB } from "./fixture.ts"
 
 describe.each(policyNames)("admission on CUDA: %s", (policy) => {
   let lib: CudaLibrary
-  let device: CudaDevice
+  let device: CudaContext
   beforeEach(async () => {
     lib = await freshLibrary({ capacity: GiB })
     device = openDevice(lib, 0)
@@ -22,7 +22,7 @@ describe.each(policyNames)("admission on CUDA: %s", (policy) => {
   afterEach(() => device.close())
 
   it("refuses, with no allocating call, what exceeds the device or its free memory plus what it holds", () => {
-    const port = new CudaPort(device)
+    const port = new CudaDevicePort(device)
     const other = port.memCreate(512 * MiB) // another user of the device
     const metered = new MeteredPort(port)
     const a = makeAllocator(policy, metered)

@@ -5,7 +5,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { bindCuda, cudaSymbols, loadCuda, OutSlot, sessionSymbols, vmmSymbols } from "../../src/cuda/Binding.ts"
-import { CudaPort, openDevice } from "../../src/cuda/CudaPort.ts"
+import { CudaDevicePort, openDevice } from "../../src/cuda/CudaDevicePort.ts"
 import { DriverError } from "../../src/domain/Errors.ts"
 import { fakeCuda } from "../fake-cuda/control.ts"
 import { expectDriverError, fake, freshLibrary, libraries } from "./fixture.ts"
@@ -51,7 +51,7 @@ describe("Binding", () => {
 
     // And the driver receives exactly those bytes.
     const device = openDevice(lib, 1)
-    const port = new CudaPort(device)
+    const port = new CudaDevicePort(device)
     const h = port.memCreate(2 * 1024 * 1024)
     const va = port.addressReserve(2 * 1024 * 1024)
     port.memMap(va, 2 * 1024 * 1024, h)
@@ -141,7 +141,7 @@ describe("Binding", () => {
     fakeCuda(libraries.noVmm).reset({ capacity: 1 << 30, granularity: 2 << 20, devices: 1 })
     expect([...lib.missing].sort()).toEqual([...vmmSymbols].sort())
     const device = openDevice(lib, 0)
-    const e = expectDriverError(() => new CudaPort(device), { reason: "NotSupported", code: 500 })
+    const e = expectDriverError(() => new CudaDevicePort(device), { reason: "NotSupported", code: 500 })
     for (const s of vmmSymbols) expect(e.detail).toContain(s)
     expect(e.detail).toMatch(/too old/)
     // Calling a missing entry point directly is a DriverError too.

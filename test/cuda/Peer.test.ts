@@ -5,7 +5,7 @@
  */
 import { afterEach, describe, expect, it } from "@effect/vitest"
 import type { CudaLibrary } from "../../src/cuda/Binding.ts"
-import { CudaPort, openDevice } from "../../src/cuda/CudaPort.ts"
+import { CudaDevicePort, openDevice } from "../../src/cuda/CudaDevicePort.ts"
 import { expectBytes, expectDriverError, fake, freshLibrary, MiB, pattern } from "./fixture.ts"
 
 const G = 2 * MiB
@@ -22,8 +22,8 @@ describe("peer access (fake libcuda)", () => {
     lib = await freshLibrary({ devices: 2, capacity: 16 * MiB })
     const d0 = openDevice(lib, 0)
     const d1 = openDevice(lib, 1)
-    const p0 = new CudaPort(d0)
-    const p1 = new CudaPort(d1)
+    const p0 = new CudaDevicePort(d0)
+    const p1 = new CudaDevicePort(d1)
     const h = p1.memCreate(2 * G) // located on device 1
     expect(fake.deviceUsed(1)).toBe(4 * MiB)
     expect(fake.deviceUsed(0)).toBe(0)
@@ -64,8 +64,8 @@ describe("peer access (fake libcuda)", () => {
     const d1 = openDevice(lib, 1)
     expect(d0.canAccessPeer(d1.device)).toBe(false)
     expect(d1.canAccessPeer(d0.device)).toBe(true)
-    const p0 = new CudaPort(d0)
-    const p1 = new CudaPort(d1)
+    const p0 = new CudaDevicePort(d0)
+    const p1 = new CudaDevicePort(d1)
     const h = p1.memCreate(G)
     const va = p0.addressReserve(G)
     p0.memMap(va, G, h) // mapping is allowed; access is not

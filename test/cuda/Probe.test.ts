@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from "@effect/vitest"
 import { type CudaLibrary, loadCuda } from "../../src/cuda/Binding.ts"
-import { openDevice } from "../../src/cuda/CudaPort.ts"
+import { openDevice } from "../../src/cuda/CudaDevicePort.ts"
 import { fake, freshLibrary } from "./fixture.ts"
 import { probe, type ProbeReport } from "./probe.ts"
 

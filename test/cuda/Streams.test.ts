@@ -4,20 +4,20 @@
  */
 import { beforeEach, describe, expect, it } from "@effect/vitest"
 import type { CudaLibrary } from "../../src/cuda/Binding.ts"
-import { CudaPort, type CudaDevice, defaultStream, openDevice } from "../../src/cuda/CudaPort.ts"
+import { CudaDevicePort, type CudaContext, defaultStream, openDevice } from "../../src/cuda/CudaDevicePort.ts"
 import type { Address } from "../../src/domain/Units.ts"
 import { expectBytes, expectDriverError, fake, freshLibrary, MiB, pattern } from "./fixture.ts"
 
 const G = 2 * MiB
 
-describe("CudaPort streams and events", () => {
+describe("CudaDevicePort streams and events", () => {
   let lib: CudaLibrary
-  let device: CudaDevice
-  let port: CudaPort
+  let device: CudaContext
+  let port: CudaDevicePort
   beforeEach(async () => {
     lib = await freshLibrary()
     device = openDevice(lib, 0)
-    port = new CudaPort(device)
+    port = new CudaDevicePort(device)
     return () => {
       device.close()
       const l = fake.ledger()

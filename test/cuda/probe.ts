@@ -13,7 +13,7 @@
  */
 import { pathToFileURL } from "node:url"
 import { type CudaLibrary, loadCuda } from "../../src/cuda/Binding.ts"
-import { CudaPort, openDevice } from "../../src/cuda/CudaPort.ts"
+import { CudaDevicePort, openDevice } from "../../src/cuda/CudaDevicePort.ts"
 import { DriverError, type DriverFailureReason } from "../../src/domain/Errors.ts"
 import type { Address, ChunkHandle } from "../../src/domain/Units.ts"
 
@@ -35,7 +35,7 @@ export interface ProbeRefusal {
   readonly detail: string
 }
 
-/** Median cost of one call, in nanoseconds, through `CudaPort`. */
+/** Median cost of one call, in nanoseconds, through `CudaDevicePort`. */
 export interface ProbeTiming {
   readonly call: string
   readonly bytes: number
@@ -77,7 +77,7 @@ export const probe = (
   options: { readonly ordinal?: number; readonly iterations?: number } = {}
 ): ProbeReport => {
   const device = openDevice(lib, options.ordinal ?? 0)
-  const port = new CudaPort(device)
+  const port = new CudaDevicePort(device)
   const G = port.granularity
   // Everything made here, undone in reverse order at the end whatever happens.
   const undo: Array<() => void> = []

@@ -15,7 +15,7 @@
  */
 import { Effect, Layer, type Scope } from "effect"
 import { type CudaLibrary, loadCuda } from "../../cuda/Binding.ts"
-import { type CudaDevice, CudaPort, openDevice } from "../../cuda/CudaPort.ts"
+import { type CudaContext, CudaDevicePort, openDevice } from "../../cuda/CudaDevicePort.ts"
 import { DriverError } from "../../domain/Errors.ts"
 import { type DeviceInfo, type Driver, driverCall } from "../../services/Driver.ts"
 import { type DeviceIo, layerOver } from "../DriverLayer.ts"
@@ -34,7 +34,7 @@ export interface CudaSessionOptions {
 /** An open device: its backend for `layerOver`, and what it is. @category models */
 export interface CudaSession {
   readonly backend: DeviceIo
-  readonly port: CudaPort
+  readonly port: CudaDevicePort
   readonly info: DeviceInfo
 }
 
@@ -60,7 +60,7 @@ export const loadCudaLibrary = (path?: string): Effect.Effect<CudaLibrary, Drive
 export const openCudaDevice = (
   lib: CudaLibrary,
   ordinal: number
-): Effect.Effect<CudaSession & { readonly device: CudaDevice }, DriverError, Scope.Scope> =>
+): Effect.Effect<CudaSession & { readonly device: CudaContext }, DriverError, Scope.Scope> =>
   Effect.gen(function*() {
     const device = yield* Effect.acquireRelease(
       driverCall(() => openDevice(lib, ordinal)),
@@ -73,7 +73,7 @@ export const openCudaDevice = (
           }
         })
     )
-    const port = yield* driverCall(() => new CudaPort(device))
+    const port = yield* driverCall(() => new CudaDevicePort(device))
     const version = device.driverVersion
     const info: DeviceInfo = {
       kind: "cuda",
@@ -98,7 +98,7 @@ export const openCudaSession = (options: CudaSessionOptions = {}): Effect.Effect
  * The `DeviceIo` of a CUDA port: the session's view of one device.
  * @category constructors
  */
-export const cudaBackend = (port: CudaPort): DeviceIo => ({
+export const cudaBackend = (port: CudaDevicePort): DeviceIo => ({
   get granularity() {
     return port.granularity
   },

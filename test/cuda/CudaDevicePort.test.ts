@@ -5,7 +5,7 @@
  */
 import { beforeEach, describe, expect, it } from "@effect/vitest"
 import type { CudaLibrary } from "../../src/cuda/Binding.ts"
-import { CudaPort, openDevice } from "../../src/cuda/CudaPort.ts"
+import { CudaDevicePort, openDevice } from "../../src/cuda/CudaDevicePort.ts"
 import type { Address } from "../../src/domain/Units.ts"
 import { expectBytes, expectDriverError, fake, freshLibrary, GiB, MiB, pattern } from "./fixture.ts"
 
@@ -34,7 +34,7 @@ describe("openDevice", () => {
 
   it("refuses calls on a closed session with InvalidContext", () => {
     const device = openDevice(lib, 0)
-    const port = new CudaPort(device)
+    const port = new CudaDevicePort(device)
     device.close()
     expectDriverError(() => port.memCreate(G), { call: "cuCtxSetCurrent", reason: "InvalidContext", detail: /closed/ })
   })
@@ -62,16 +62,16 @@ describe("openDevice", () => {
   })
 })
 
-describe("CudaPort", () => {
+describe("CudaDevicePort", () => {
   let lib: CudaLibrary
   beforeEach(async () => {
     lib = await freshLibrary()
   })
 
-  const withPort = <A>(f: (port: CudaPort) => A, options: { readonly ordinal?: number } = {}): A => {
+  const withPort = <A>(f: (port: CudaDevicePort) => A, options: { readonly ordinal?: number } = {}): A => {
     const device = openDevice(lib, options.ordinal ?? 0)
     try {
-      return f(new CudaPort(device))
+      return f(new CudaDevicePort(device))
     } finally {
       device.close()
     }
@@ -353,8 +353,8 @@ describe("CudaPort", () => {
     lib = await freshLibrary({ devices: 2 })
     const d0 = openDevice(lib, 0)
     const d1 = openDevice(lib, 1)
-    const p0 = new CudaPort(d0)
-    const p1 = new CudaPort(d1)
+    const p0 = new CudaDevicePort(d0)
+    const p1 = new CudaDevicePort(d1)
     expect(d0.canAccessPeer(1)).toBe(true)
     expect(d0.canAccessPeer(0)).toBe(false)
     const h1 = p1.memCreate(G)

@@ -2,7 +2,7 @@
  * The `DriverPort` over the CUDA driver, for one device, plus what the selftest and the stream
  * layer need beyond the port (copies, memset, streams, events, synchronization), as plain
  * synchronous methods that throw `DriverError`. Effect-free: the layers wrap a session as a
- * scoped resource (`openDevice` / `CudaDevice.close` in an `acquireRelease`) and the port's
+ * scoped resource (`openDevice` / `CudaContext.close` in an `acquireRelease`) and the port's
  * calls in `Effect.sync`.
  *
  * Note [Device sessions]
@@ -62,10 +62,11 @@ const hex = (n: number | bigint): string => `0x${n.toString(16)}`
 const isCount = (n: number): boolean => Number.isSafeInteger(n) && n > 0
 
 /**
- * An open device session (Note [Device sessions]). Made by `openDevice`; `close` releases it.
+ * One opened CUDA device: its retained primary context, the library it runs on and what it is
+ * (Note [Device sessions]). Made by `openDevice`; `close` releases it.
  * @category models
  */
-export class CudaDevice {
+export class CudaContext {
   /** The driver library the session runs on. */
   readonly library: CudaLibrary
   /** The device ordinal asked for. */
@@ -158,7 +159,7 @@ export class CudaDevice {
  * and whatever the driver reports otherwise. Nothing stays retained when it throws.
  * @category constructors
  */
-export const openDevice = (library: CudaLibrary, ordinal = 0): CudaDevice => {
+export const openDevice = (library: CudaLibrary, ordinal = 0): CudaContext => {
   library.requireSymbols(sessionSymbols, "a device session")
   const api = library.api
   const check = (call: string, rc: number, context?: string): void => {
@@ -202,7 +203,7 @@ export const openDevice = (library: CudaLibrary, ordinal = 0): CudaDevice => {
     throw cudaError("cuCtxSetCurrent", rc, library.describe, `device ${ordinal}`)
   }
   library.currentContext = context
-  return new CudaDevice({
+  return new CudaContext({
     library,
     ordinal,
     device,
@@ -213,7 +214,7 @@ export const openDevice = (library: CudaLibrary, ordinal = 0): CudaDevice => {
   })
 }
 
-/** Options of `CudaPort`. @category models */
+/** Options of `CudaDevicePort`. @category models */
 export interface CudaPortOptions {
   /**
    * Which granularity to allocate in (`cuMemGetAllocationGranularity`): the minimum (default)
@@ -222,7 +223,7 @@ export interface CudaPortOptions {
   readonly granularity?: "minimum" | "recommended"
 }
 
-/** Options of `CudaPort.eventCreate`. @category models */
+/** Options of `CudaDevicePort.eventCreate`. @category models */
 export interface EventOptions {
   /** Record timestamps (default false: timing-free events are cheaper to record and query). */
   readonly timing?: boolean
@@ -236,11 +237,11 @@ export interface EventOptions {
  * leaves the device unchanged. It keeps no ledger of its own: `layers/HandleRegistry.ts` does.
  * @category constructors
  */
-export class CudaPort implements DriverPort, StreamPort {
+export class CudaDevicePort implements DriverPort, StreamPort {
   readonly granularity: number
   readonly capacity: number
   /** The session this port runs on. */
-  readonly device: CudaDevice
+  readonly device: CudaContext
 
   private readonly lib: CudaLibrary
   private readonly api: CudaApi
@@ -254,7 +255,7 @@ export class CudaPort implements DriverPort, StreamPort {
    * A port on an open session. Throws `DriverError` (NotSupported) when the driver lacks the
    * virtual memory management entry points.
    */
-  constructor(device: CudaDevice, options: CudaPortOptions = {}) {
+  constructor(device: CudaContext, options: CudaPortOptions = {}) {
     this.device = device
     this.lib = device.library
     this.api = device.library.api
