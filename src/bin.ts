@@ -13,6 +13,14 @@
  * `bin` is this file bundled, run by node itself, so signals reach this process and not an npm
  * wrapper.
  *
+ * Note [Orphaned under npx]
+ * -------------------------
+ * `npx gmlake` runs this process under `npm exec` through `sh -c`; a SIGTERM sent to npx ends npm
+ * and the shell but is not passed on, and the replay would run on, orphaned, holding device memory.
+ * So when started by `npm exec` (npm sets `npm_command=exec`), the process watches its parent: once
+ * it is gone (the process is re-parented), it does what SIGTERM does. The check is one `ppid` read
+ * every 200 ms on an unref'd timer, so it never keeps the process alive.
+ *
  * @since 0.1.0
  */
 import { Effect, Exit, Fiber } from "effect"
@@ -32,9 +40,22 @@ const onTerm = onSignal(ExitCode.Terminated)
 process.on("SIGINT", onInt)
 process.on("SIGTERM", onTerm)
 
+// Note [Orphaned under npx]
+const parent = process.ppid
+const orphanWatch = process.env["npm_command"] === "exec"
+  ? setInterval(() => {
+    if (process.ppid !== parent) {
+      clearInterval(orphanWatch)
+      if (signalled === undefined) onTerm()
+    }
+  }, 200)
+  : undefined
+orphanWatch?.unref()
+
 fiber.addObserver((exit) => {
   process.removeListener("SIGINT", onInt)
   process.removeListener("SIGTERM", onTerm)
+  if (orphanWatch !== undefined) clearInterval(orphanWatch)
   if (Exit.isSuccess(exit)) {
     process.exitCode = exit.value
   } else {

@@ -196,4 +196,34 @@ describe("gmlake command line", () => {
       expect(err).toBe("gmlake: interrupted; everything was released\n")
     }
   )
+
+  it("under npx, a replay whose npm parent is killed stops and releases everything (Note [Orphaned under npx])", async () => {
+    // As npm exec runs it: a shell between npm and the process, npm_command=exec in the environment.
+    // Killing the shell (as npm's SIGTERM does, without passing it on) orphans the replay.
+    const shell = spawn("sh", ["-c", `"${process.execPath}" src/bin.ts compare "${small}" traces/llama1b_lora_varlen.json.gz --repeat 1000 --json & echo $!; wait`], {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, npm_command: "exec" }
+    })
+    const firstLines = await new Promise<string>((resolve) => {
+      let out = ""
+      shell.stdout.on("data", (d) => {
+        out += String(d)
+        if (out.split("\n").length > 2) resolve(out)
+      })
+    })
+    const pid = Number(firstLines.split("\n")[0])
+    expect(Number.isInteger(pid) && pid > 0).toBe(true)
+    shell.kill("SIGKILL")
+    const alive = () => {
+      try {
+        process.kill(pid, 0)
+        return true
+      } catch {
+        return false
+      }
+    }
+    const t0 = Date.now()
+    while (alive() && Date.now() - t0 < 20_000) await new Promise((r) => setTimeout(r, 100))
+    expect(alive()).toBe(false)
+  }, 60_000)
 })
