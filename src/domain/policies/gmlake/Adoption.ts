@@ -362,15 +362,7 @@ export class Adoption {
     if (fresh) seg = sg.newSegment(at, va, stream)
     pool.segment = seg
     const base = sg.segBase[seg]!
-    let map = sg.segMap[seg]!
-    const need = (at + bytes - base) / g
-    if (need > map.length) {
-      let cap = Math.max(64, map.length)
-      while (cap < need) cap *= 2
-      const grown = new Int32Array(cap).fill(-1)
-      grown.set(map)
-      sg.segMap[seg] = map = grown
-    }
+    const map = sg.mapFor(seg, (at + bytes - base) / g)
     let off = at
     let prev = at > base ? map[(at - base) / g - 1]! : -1
     for (const c of ids) {

@@ -136,6 +136,22 @@ export class Segments {
 
   // --- the chunk map -----------------------------------------------------------------------------
 
+  /**
+   * The segment's chunk map, grown (doubling, from 64 entries) to hold `need` granules: growth and
+   * adoption extend a segment's mapped part (Note [Chunk map]).
+   */
+  mapFor(seg: number, need: number): Int32Array {
+    let map = this.segMap[seg]!
+    if (need > map.length) {
+      let cap = Math.max(64, map.length)
+      while (cap < need) cap *= 2
+      const grown = new Int32Array(cap).fill(-1)
+      grown.set(map)
+      this.segMap[seg] = map = grown
+    }
+    return map
+  }
+
   /** The chunk under `addr`, a mapped address of segment `seg` (Note [Chunk map]). */
   chunkAt(seg: number, addr: number): number {
     return this.segMap[seg]![Math.floor((addr - this.segBase[seg]!) / this.granule)]!
@@ -414,15 +430,7 @@ export class Segments {
     if (fresh) seg = this.newSegment(at, va, stream)
     pool.segment = seg
     const base = this.segBase[seg]!
-    let map = this.segMap[seg]!
-    const need = (at + bytes - base) / g
-    if (need > map.length) {
-      let cap = Math.max(64, map.length)
-      while (cap < need) cap *= 2
-      const grown = new Int32Array(cap).fill(-1)
-      grown.set(map)
-      this.segMap[seg] = map = grown
-    }
+    const map = this.mapFor(seg, (at + bytes - base) / g)
     let off = at
     let prev = at > base ? map[(at - base) / g - 1]! : -1
     for (let i = 0; i < sizes.length; i++) {
