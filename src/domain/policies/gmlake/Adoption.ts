@@ -52,15 +52,13 @@ import type { DriverPort } from "../../DriverPort.ts"
 import { DriverError } from "../../Errors.ts"
 import type { StreamPort } from "../../StreamPort.ts"
 import type { ChunkHandle } from "../../Units.ts"
-import { executeMap, executeUnmap } from "../../vmm/Plan.ts"
+import { executeMap } from "../../vmm/Plan.ts"
 import type { ChunkPool } from "./Pool.ts"
-import { FREE, type GrowthShape, type Segments, type StreamPool, USED } from "./Segments.ts"
+import { type GrowthShape, type Segments, type StreamPool, USED } from "./Segments.ts"
 import { V_CLAIMING, type Stitcher } from "./Stitcher.ts"
 
 /** Events per stream in flight at most (Note [Cross-stream adoption]). */
 const FIFO = 4
-
-const noHandles: ReadonlyArray<number> = []
 
 /**
  * The adoption of free chunks across streams (Note [Cross-stream adoption]).
@@ -78,6 +76,8 @@ export class Adoption {
   private readonly chunks: ChunkPool
   private readonly segments: Segments
   private readonly stitcher: Stitcher
+  /** Evicts a view that maps a chunk being taken out (one closure per allocator, not per call). */
+  private readonly evict = (view: number): void => this.stitcher.evict(view)
   private readonly shape: GrowthShape
   /** Per stream: its events in flight, oldest first, and their labels. */
   private readonly fifo: Array<Array<number> | undefined> = []
@@ -284,56 +284,9 @@ export class Adoption {
   /** Unmaps the wholly free chunks [from, to) of segment `seg` and takes them out of it. */
   private detach(seg: number, from: number, to: number, out: Array<number>): void {
     const sg = this.segments
-    const chunks = this.chunks
     const x = sg.freeBlockOver(sg.chunkAt(seg, from), seg, from, to)
     if (x < 0) throw new Error(`Adoption: [0x${from.toString(16)}, 0x${to.toString(16)}) is in no free block`)
-    let n = 0
-    for (let at = from; at < to;) {
-      const c = sg.chunkAt(seg, at)
-      for (let vs = chunks.cViews[c]; vs !== null && vs !== undefined; vs = chunks.cViews[c]) this.stitcher.evict(vs[0]!)
-      n++
-      at = chunks.end(c)
-    }
-    const base = sg.segBase[seg]!
-    const emptied = sg.segChunks[seg] === n
-    executeUnmap(this.port, { at: from, bytes: to - from, handles: noHandles, freeBase: base, freeBytes: emptied ? sg.segVa[seg]! : 0 })
-    const map = sg.segMap[seg]!
-    const g = sg.granule
-    if (from > base && map[(from - base) / g - 1]! >= 0) chunks.cNext[map[(from - base) / g - 1]!] = -1
-    for (let at = from; at < to;) {
-      const c = sg.chunkAt(seg, at)
-      const size = chunks.cSize[c]!
-      map.fill(-1, (at - base) / g, (at + size - base) / g)
-      chunks.cSeg[c] = -1
-      chunks.cFree[c] = 0
-      chunks.cNext[c] = -1
-      chunks.cBlk[c] = -1
-      out.push(c)
-      at += size
-    }
-    sg.segChunks[seg] = sg.segChunks[seg]! - n
-    // the free block loses [from, to): what is left of it stays free on either side
-    sg.removeFree(x)
-    const a = sg.bStart[x]!
-    const b = a + sg.bSize[x]!
-    if (from > a) {
-      sg.bSize[x] = from - a
-      sg.insertFreeRun(x)
-      if (to < b) sg.insertFreeRun(sg.newBlock(seg, to, b - to, FREE, x))
-    } else if (to < b) {
-      sg.bStart[x] = to
-      sg.bSize[x] = b - to
-      sg.insertFreeRun(x)
-    } else {
-      sg.unlinkBlock(x)
-    }
-    if (to === sg.segEnd[seg]) {
-      // the growing end moves back to the last chunk still mapped
-      let i = (from - base) / g - 1
-      while (i >= 0 && map[i] === -1) i--
-      sg.segEnd[seg] = i < 0 ? base : chunks.end(map[i]!)
-    }
-    if (emptied) sg.killSegment(seg)
+    sg.cutChunks(this.port, this.evict, x, from, to, out)
   }
 
   /** Maps detached chunks at the growing end of `pool`'s segment, as growth would (Note [Growth]). */

@@ -24,7 +24,6 @@
  * @since 0.1.0
  */
 import type { DriverPort } from "../../DriverPort.ts"
-import { executeUnmap } from "../../vmm/Plan.ts"
 import type { ChunkPool } from "./Pool.ts"
 import { FREE, type Segments } from "./Segments.ts"
 import { V_CLAIMING, type Stitcher } from "./Stitcher.ts"
@@ -38,6 +37,8 @@ export class Pressure {
   private readonly chunks: ChunkPool
   private readonly segments: Segments
   private readonly stitcher: Stitcher
+  /** Evicts a view that maps a chunk being taken out (one closure per allocator, not per call). */
+  private readonly evict = (view: number): void => this.stitcher.evict(view)
 
   constructor(port: DriverPort, chunks: ChunkPool, segments: Segments, stitcher: Stitcher) {
     this.port = port
@@ -95,62 +96,6 @@ export class Pressure {
 
   /** Gives back the chunks in [from, to) of free block `x`; returns the free block after them, or -1. */
   private releaseChunks(x: number, from: number, to: number): number {
-    const sg = this.segments
-    const chunks = this.chunks
-    const seg = sg.bSeg[x]!
-    const handles: Array<number> = []
-    for (let at = from; at < to;) {
-      const c = sg.chunkAt(seg, at)
-      for (let vs = chunks.cViews[c]; vs !== null && vs !== undefined; vs = chunks.cViews[c]) this.stitcher.evict(vs[0]!)
-      handles.push(chunks.cHandle[c]!)
-      at = chunks.end(c)
-    }
-    const base = sg.segBase[seg]!
-    const emptied = sg.segChunks[seg] === handles.length
-    executeUnmap(this.port, {
-      at: from,
-      bytes: to - from,
-      handles,
-      freeBase: base,
-      freeBytes: emptied ? sg.segVa[seg]! : 0
-    })
-    const map = sg.segMap[seg]!
-    const g = sg.granule
-    if (from > base && map[(from - base) / g - 1]! >= 0) chunks.cNext[map[(from - base) / g - 1]!] = -1
-    for (let at = from; at < to;) {
-      const c = sg.chunkAt(seg, at)
-      const size = chunks.cSize[c]!
-      map.fill(-1, (at - base) / g, (at + size - base) / g)
-      chunks.remove(c)
-      at += size
-    }
-    sg.segChunks[seg] = sg.segChunks[seg]! - handles.length
-    sg.removeFree(x)
-    const a = sg.bStart[x]!
-    const b = a + sg.bSize[x]!
-    let right = -1
-    if (from > a) {
-      sg.bSize[x] = from - a
-      sg.insertFreeRun(x)
-      if (to < b) {
-        right = sg.newBlock(seg, to, b - to, FREE, x)
-        sg.insertFreeRun(right)
-      }
-    } else if (to < b) {
-      sg.bStart[x] = to
-      sg.bSize[x] = b - to
-      sg.insertFreeRun(x)
-      right = x
-    } else {
-      sg.unlinkBlock(x)
-    }
-    if (to === sg.segEnd[seg]) {
-      // the growing end moves back to the last chunk still mapped
-      let i = (from - base) / g - 1
-      while (i >= 0 && map[i] === -1) i--
-      sg.segEnd[seg] = i < 0 ? base : chunks.end(map[i]!)
-    }
-    if (emptied) sg.killSegment(seg)
-    return right
+    return this.segments.cutChunks(this.port, this.evict, x, from, to, null)
   }
 }

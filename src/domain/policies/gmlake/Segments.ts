@@ -30,10 +30,13 @@
  * walk just those chunks, and a block smaller than a granule, or cut from a block without whole
  * chunks, needs no lookup at all.
  *
+ *
+ * Why one file of ~530 lines: the block table, the free indexes and the chunk map are one state;
+ * growth and taking chunks out (`cutChunks`, for pressure and adoption) must update all three at once.
  * @since 0.1.0
  */
 import type { DriverPort } from "../../DriverPort.ts"
-import { executeMap } from "../../vmm/Plan.ts"
+import { executeMap, executeUnmap } from "../../vmm/Plan.ts"
 import { BestFit } from "../pytorch/BestFit.ts"
 import type { ChunkPool } from "./Pool.ts"
 
@@ -150,6 +153,77 @@ export class Segments {
       this.segMap[seg] = map = grown
     }
     return map
+  }
+
+  /**
+   * Takes the whole chunks [from, to) out of free block `x`: evicts the views that map them (through
+   * `evict`), unmaps them in one plan, frees the segment's range when nothing is left in it, and cuts
+   * [from, to) out of the free block (what is left stays free on either side). With `out` null the
+   * chunks are released (Note [Pressure]); otherwise they are kept, homeless, and pushed to `out`
+   * for another segment to map (Note [Cross-stream adoption]). Returns the free block after the cut,
+   * or -1.
+   */
+  cutChunks(port: DriverPort, evict: (view: number) => void, x: number, from: number, to: number, out: Array<number> | null): number {
+    const chunks = this.chunks
+    const seg = this.bSeg[x]!
+    const handles: Array<number> = []
+    let n = 0
+    for (let at = from; at < to;) {
+      const c = this.chunkAt(seg, at)
+      for (let vs = chunks.cViews[c]; vs !== null && vs !== undefined; vs = chunks.cViews[c]) evict(vs[0]!)
+      if (out === null) handles.push(chunks.cHandle[c]!)
+      n++
+      at = chunks.end(c)
+    }
+    const base = this.segBase[seg]!
+    const emptied = this.segChunks[seg] === n
+    executeUnmap(port, { at: from, bytes: to - from, handles, freeBase: base, freeBytes: emptied ? this.segVa[seg]! : 0 })
+    const map = this.segMap[seg]!
+    const g = this.granule
+    if (from > base && map[(from - base) / g - 1]! >= 0) chunks.cNext[map[(from - base) / g - 1]!] = -1
+    for (let at = from; at < to;) {
+      const c = this.chunkAt(seg, at)
+      const size = chunks.cSize[c]!
+      map.fill(-1, (at - base) / g, (at + size - base) / g)
+      if (out === null) {
+        chunks.remove(c)
+      } else {
+        chunks.cSeg[c] = -1
+        chunks.cFree[c] = 0
+        chunks.cNext[c] = -1
+        chunks.cBlk[c] = -1
+        out.push(c)
+      }
+      at += size
+    }
+    this.segChunks[seg] = this.segChunks[seg]! - n
+    this.removeFree(x)
+    const a = this.bStart[x]!
+    const b = a + this.bSize[x]!
+    let right = -1
+    if (from > a) {
+      this.bSize[x] = from - a
+      this.insertFreeRun(x)
+      if (to < b) {
+        right = this.newBlock(seg, to, b - to, FREE, x)
+        this.insertFreeRun(right)
+      }
+    } else if (to < b) {
+      this.bStart[x] = to
+      this.bSize[x] = b - to
+      this.insertFreeRun(x)
+      right = x
+    } else {
+      this.unlinkBlock(x)
+    }
+    if (to === this.segEnd[seg]) {
+      // the growing end moves back to the last chunk still mapped
+      let i = (from - base) / g - 1
+      while (i >= 0 && map[i] === -1) i--
+      this.segEnd[seg] = i < 0 ? base : chunks.end(map[i]!)
+    }
+    if (emptied) this.killSegment(seg)
+    return right
   }
 
   /** The chunk under `addr`, a mapped address of segment `seg` (Note [Chunk map]). */
