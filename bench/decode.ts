@@ -13,17 +13,12 @@
 import { execFileSync } from "node:child_process"
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs"
 import { join, resolve } from "node:path"
+import { takeOption } from "./Args.ts"
 import { Effect, Result } from "effect"
 import { loadTrace, parseTraceBytes } from "../src/trace/File.ts"
 
 const args = process.argv.slice(2)
-const opt = (name: string, fallback: string) => {
-  const i = args.indexOf(`--${name}`)
-  if (i < 0) return fallback
-  const v = args[i + 1]!
-  args.splice(i, 2)
-  return v
-}
+const opt = (name: string, fallback: string) => takeOption(args, name, fallback)
 const rev = opt("rev", "a8bb4cb")
 const runs = Number(opt("runs", "7"))
 const files = args.length > 0 ? args : ["traces/llama1b_ckpt_varlen.json.gz", "traces/llama1b_lora_varlen.json.gz"]

@@ -17,16 +17,11 @@
 import { execFileSync } from "node:child_process"
 import { existsSync, mkdirSync, symlinkSync } from "node:fs"
 import { join, resolve } from "node:path"
+import { takeOption } from "./Args.ts"
 import { Effect } from "effect"
 
 const args = process.argv.slice(2)
-const opt = (name: string, fallback: string) => {
-  const i = args.indexOf(`--${name}`)
-  if (i < 0) return fallback
-  const v = args[i + 1]!
-  args.splice(i, 2)
-  return v
-}
+const opt = (name: string, fallback: string) => takeOption(args, name, fallback)
 const rev = opt("rev", "a8bb4cb")
 const runs = Number(opt("runs", "15"))
 const policy = opt("policy", "gmlake")

@@ -33,6 +33,7 @@
  *
  * Why one file of ~530 lines: the block table, the free indexes and the chunk map are one state;
  * growth and taking chunks out (`cutChunks`, for pressure and adoption) must update all three at once.
+ *
  * @since 0.1.0
  */
 import type { DriverPort } from "../../DriverPort.ts"
