@@ -607,6 +607,64 @@ describe("stitching: frees, errors and pressure", () => {
   })
 })
 
+// --- cross-stream adoption ----------------------------------------------------------------------
+
+describe("stitching: cross-stream adoption", () => {
+  /** An allocator with adoption on (the device is its stream port), and a stream that freed one 8 MiB chunk. */
+  const freedEightMiB = (port: DriverPort, sim: SimDriver, overrides: Record<string, unknown> = {}) => {
+    const a = new StitchingAllocator(port, config(overrides), sim)
+    const s1 = sim.streamCreate()
+    a.free(a.malloc(MiB(8), s1))
+    expect(steps(sim, 0, "memCreate").map((x) => x.a)).toEqual([MiB(8)])
+    return { a, s1 }
+  }
+
+  // Regression: the adoption found one stretch whose first chunk was larger than the stream
+  // needed, took nothing, and attached nothing all the same: a fresh range with no chunk in it,
+  // made the stream's growing segment. When the growth that followed failed (here, and in a random
+  // program of PeerStitching.test.ts, by an injected fault), nothing ever freed that range.
+  it("takes nothing when every free chunk is larger than needed, and reserves nothing for it", () => {
+    const sim = new SimDriver({ record: true, eventLatency: 0 })
+    let refuse = 0
+    const port: DriverPort = new Proxy(sim, {
+      get(target, prop) {
+        const v = Reflect.get(target, prop) as unknown
+        if (typeof v !== "function") return v
+        return (...args: Array<unknown>) => {
+          if (prop === "memCreate" && refuse > 0) {
+            refuse--
+            throw new DriverError({ call: "memCreate", reason: "Unknown", code: 999, detail: "test" })
+          }
+          return (v as (...a: Array<unknown>) => unknown).apply(target, args)
+        }
+      }
+    })
+    const { a, s1 } = freedEightMiB(port, sim)
+    refuse = 2 // stream 0's growth, and its retry after pressure
+    expect(() => a.malloc(1, 0)).toThrow(DriverError)
+    a.checkIntegrity()
+    // pressure gave stream 1's chunk and range back; the failed malloc holds nothing
+    expect(sim.ledger()).toMatchObject({ chunks: 0, ranges: 0 })
+    const b = a.malloc(1, 0)
+    a.free(b)
+    a.emptyCache()
+    sim.streamDestroy(s1)
+    expect(sim.ledger()).toEqual(emptyLedger)
+  })
+
+  it("the same, with a segment too small for the request: growth reserves its own range, none is left over", () => {
+    const sim = new SimDriver({ record: true, eventLatency: 0 })
+    const { a, s1 } = freedEightMiB(sim, sim, { segmentBytes: G })
+    const b = a.malloc(MiB(3), 0) // 4 MiB of new memory: its 8 MiB chunk is more than stream 0 needs
+    a.checkIntegrity()
+    a.free(b)
+    a.emptyCache()
+    sim.streamDestroy(s1)
+    expect(sim.ledger()).toEqual(emptyLedger)
+    expect(a.adoption!.nAdoptions).toBe(0)
+  })
+})
+
 // --- configuration ------------------------------------------------------------------------------
 
 describe("stitching: configuration", () => {

@@ -275,6 +275,11 @@ export class Adoption {
       this.giveBack(moved)
       throw e
     }
+    // Every stretch may begin with a chunk larger than what is still needed, so that nothing is
+    // taken: then nothing is attached either. Attaching nothing would still reserve a fresh range
+    // for a stream without room (a segment of no chunks, which nothing ever frees: pressure and
+    // `emptyCache` free a range only when they take out its last chunk).
+    if (moved.length === 0) return 0
     this.attach(pool, stream, moved)
     this.nChunks += moved.length
     this.nAdoptions++
@@ -289,7 +294,10 @@ export class Adoption {
     sg.cutChunks(this.port, this.evict, x, from, to, out)
   }
 
-  /** Maps detached chunks at the growing end of `pool`'s segment, as growth would (Note [Growth]). */
+  /**
+   * Maps detached chunks (at least one) at the growing end of `pool`'s segment, as growth would
+   * (Note [Growth]).
+   */
   private attach(pool: StreamPool, stream: number, ids: ReadonlyArray<number>): void {
     const sg = this.segments
     const chunks = this.chunks
