@@ -21,10 +21,10 @@ export interface StitchingParts {
 }
 
 /**
- * Throws an `Error` naming the first invariant broken: blocks tile each segment's mapped chunks in
- * address order with no two free neighbours; the chunk map, chunk states, whole-chunk runs, free
- * indexes and byte counts agree with the blocks; every grant's spans are used blocks; views and
- * chunks list each other. Linear in the size of the state.
+ * Throws an `Error` naming the first invariant broken: every live segment holds a chunk; non-empty
+ * blocks tile each segment's mapped chunks in address order with no two free neighbours; the chunk
+ * map, chunk states, whole-chunk runs, free indexes and byte counts agree with the blocks; every
+ * grant's spans are used blocks; views and chunks list each other. Linear in the size of the state.
  * @category testing
  */
 export const checkIntegrity = ({ chunks, grants, segments: sg, stitcher: st }: StitchingParts): void => {
@@ -58,7 +58,9 @@ export const checkIntegrity = ({ chunks, grants, segments: sg, stitcher: st }: S
       chunkBytes += cSize[c]!
     }
     if (count !== sg.segChunks[seg]) fail(`segment ${seg} counts ${sg.segChunks[seg]} chunks, holds ${count}`)
-    if (count > 0 && sg.chunkAt(seg, end - 1) < 0) fail(`segment ${seg} ends in a hole`)
+    // a range is freed when its last chunk is taken out: one that never held a chunk is never freed
+    if (count === 0) fail(`segment ${seg} holds no chunk, so nothing would free its range`)
+    if (sg.chunkAt(seg, end - 1) < 0) fail(`segment ${seg} ends in a hole`)
     reserved += chunkBytes
     let covered = 0
     let last = -1
@@ -73,6 +75,7 @@ export const checkIntegrity = ({ chunks, grants, segments: sg, stitcher: st }: S
       }
       const a = sg.bStart[b]!
       const e = a + sg.bSize[b]!
+      if (e === a) fail(`block ${b} is empty`)
       if (a % sg.unit !== 0 || e % sg.unit !== 0) fail(`block ${b} is not aligned to ${sg.unit}`)
       for (let at = a; at < e; at = end_(sg.chunkAt(seg, at))) {
         if (sg.chunkAt(seg, at) < 0) fail(`block ${b} covers a hole`)
