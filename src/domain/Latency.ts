@@ -117,34 +117,54 @@ export const estimateRangeMicros = (kind: "setAccess" | "memUnmap", mappingBytes
   return us
 }
 
+/** Memo tables by granularity, shared by every `LatencyTable` (Note [Shared latency memo]). */
+const memos = new Map<number, Record<DriverCallKind, Map<number, number>>>()
+
 /**
  * A memo of `estimateMicros` by size in granules, for the metering hot path: sizes repeat (a
- * trace uses a handful of chunk sizes), and an array read is cheaper than the interpolation.
+ * trace uses a handful of chunk sizes), and a lookup is cheaper than the interpolation.
+ *
+ * Note [Shared latency memo]
+ * --------------------------
+ * Every replay builds a fresh metering port, and so a fresh table; a table of its own started
+ * cold each time and, as arrays indexed by granules (a segment's reservation is tens of
+ * thousands of granules), fell into V8's dictionary mode on its first large size. The figures
+ * depend only on the call kind and the size, so the tables of one granularity share one memo,
+ * kept as maps keyed by granules (small integers, hashed fast), and a replay finds every size
+ * it has seen before already costed.
  * @category constructors
  */
 export class LatencyTable {
   private readonly granularity: number
-  private readonly memo: Record<DriverCallKind, Array<number>> = {
-    memCreate: [],
-    memRelease: [],
-    addressReserve: [],
-    addressFree: [],
-    memMap: [],
-    memUnmap: [],
-    setAccess: [],
-    memAlloc: [],
-    memFree: []
-  }
+  private readonly memo: Record<DriverCallKind, Map<number, number>>
   constructor(granularity: number) {
     this.granularity = granularity
+    let memo = memos.get(granularity)
+    if (memo === undefined) {
+      memo = {
+        memCreate: new Map(),
+        memRelease: new Map(),
+        addressReserve: new Map(),
+        addressFree: new Map(),
+        memMap: new Map(),
+        memUnmap: new Map(),
+        setAccess: new Map(),
+        memAlloc: new Map(),
+        memFree: new Map()
+      }
+      memos.set(granularity, memo)
+    }
+    this.memo = memo
   }
   /** `estimateMicros(kind, bytes)`, memoized for sizes of up to 64 Ki granules. */
   micros(kind: DriverCallKind, bytes: number): number {
     const g = bytes / this.granularity
     if (!(g > 0 && g < 65536 && Number.isInteger(g))) return estimateMicros(kind, bytes)
     const row = this.memo[kind]
-    const v = row[g]
+    const v = row.get(g)
     if (v !== undefined) return v
-    return row[g] = estimateMicros(kind, bytes)
+    const us = estimateMicros(kind, bytes)
+    row.set(g, us)
+    return us
   }
 }

@@ -187,30 +187,45 @@ export class HandleRegistry implements DriverPort, StreamPort {
    */
   releaseAll(): Array<string> {
     const errors: Array<string> = []
-    const attempt = (f: () => void) => {
-      try {
-        f()
-      } catch (e) {
-        errors.push(e instanceof Error ? e.message : String(e))
-      }
-    }
+    const inner = this.inner
     // Kernels may still use the memory: wait for every stream before unmapping anything.
-    attempt(() => this.inner.streamSynchronize(0))
-    if (this.synchronizeDevice !== undefined) attempt(this.synchronizeDevice)
-    for (const h of this.streams.values()) attempt(() => this.inner.streamSynchronize(h))
+    giveBack([0], (h) => inner.streamSynchronize(h), errors)
+    const sync = this.synchronizeDevice
+    if (sync !== undefined) giveBack([0], () => sync(), errors)
+    giveBack(Array.from(this.streams.values()), (h) => inner.streamSynchronize(h), errors, false)
     const g = this.granularity
-    for (const [key, bytes] of [...this.maps].reverse()) attempt(() => this.inner.memUnmap((key * g) as Address, bytes))
-    this.maps.clear()
-    for (const [va, bytes] of [...this.ranges].reverse()) attempt(() => this.inner.addressFree(va as Address, bytes))
-    this.ranges.clear()
-    for (const h of [...this.chunks].reverse()) attempt(() => this.inner.memRelease(h as ChunkHandle))
+    const maps = this.maps
+    giveBack(Array.from(maps.keys()), (key) => inner.memUnmap((key * g) as Address, maps.get(key)!), errors)
+    maps.clear()
+    const ranges = this.ranges
+    giveBack(Array.from(ranges.keys()), (va) => inner.addressFree(va as Address, ranges.get(va)!), errors)
+    ranges.clear()
+    giveBack(Array.from(this.chunks), (h) => inner.memRelease(h as ChunkHandle), errors)
     this.chunks.clear()
-    for (const va of [...this.allocations].reverse()) attempt(() => this.inner.memFree(va as Address))
+    giveBack(Array.from(this.allocations), (va) => inner.memFree(va as Address), errors)
     this.allocations.clear()
-    for (const e of [...this.events].reverse()) attempt(() => this.inner.eventDestroy(e))
+    giveBack(Array.from(this.events), (e) => inner.eventDestroy(e), errors)
     this.events.clear()
-    for (const h of [...this.streams.values()].reverse()) attempt(() => this.inner.streamDestroy(h))
+    giveBack(Array.from(this.streams.values()), (h) => inner.streamDestroy(h), errors)
     this.streams.clear()
     return errors
+  }
+}
+
+/**
+ * Applies `release` to each of `keys` (newest first unless `newestFirst` is false), collecting
+ * failures as messages. One closure per kind of handle, none per handle: a replay leaves
+ * thousands of handles, and a closure and a [key, value] pair each was garbage that the next
+ * replay's timed loop paid for in scavenges.
+ */
+const giveBack = (keys: ReadonlyArray<number>, release: (key: number) => void, errors: Array<string>, newestFirst = true): void => {
+  const n = keys.length
+  for (let k = 0; k < n; k++) {
+    const key = keys[newestFirst ? n - 1 - k : k]!
+    try {
+      release(key)
+    } catch (e) {
+      errors.push(e instanceof Error ? e.message : String(e))
+    }
   }
 }
