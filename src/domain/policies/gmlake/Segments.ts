@@ -107,6 +107,8 @@ export class Segments {
   // results of `runOf`
   rs = 0
   re = 0
+  /** Chunks made wholly free by `release`, ever (Note [Fewer events] in `Adoption.ts`). */
+  wholeFreed = 0
   /** The free block right of the last carve, or -1: where the next span of a claim usually is. */
   lastRight = -1
 
@@ -393,6 +395,7 @@ export class Segments {
           this.cFree[c] = 1
           this.cBlk[c] = y
           this.cFreedAt[c] = this.chunks.freeSeq
+          this.wholeFreed++
           at = this.cStart[c]! + this.cSize[c]!
           if (at >= end) break
           c = this.cNext[c]!

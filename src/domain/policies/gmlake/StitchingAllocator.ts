@@ -235,16 +235,19 @@ export class StitchingAllocator implements Allocator {
     const v = grants.view[slot]!
     // Note [Cross-stream adoption]: the chunks this free makes wholly free carry its number.
     this.chunks.freeSeq++
+    const sg = this.segments
+    const whole = sg.wholeFreed
     if (v < 0) {
       const b = grants.blk[slot]!
-      this.segments.release(b)
-      if (this.adoption?.multi === true) this.adoption.freed(this.segments.segStream[this.segments.bSeg[b]!]!)
+      sg.release(b)
+      // Note [Fewer events]: only a free that made a chunk wholly free needs an event
+      if (this.adoption?.multi === true && sg.wholeFreed !== whole) this.adoption.freed(sg.segStream[sg.bSeg[b]!]!)
     } else {
       const blks = grants.blks[slot]!
-      for (let i = 0; i < blks.length; i++) this.segments.release(blks[i]!)
+      for (let i = 0; i < blks.length; i++) sg.release(blks[i]!)
       // Note [Stitched view cache]
       this.stitcher.cache(v)
-      if (this.adoption?.multi === true) this.adoption.freed(this.stitcher.vStream[v]!)
+      if (this.adoption?.multi === true && sg.wholeFreed !== whole) this.adoption.freed(this.stitcher.vStream[v]!)
     }
     grants.blks[slot] = null
     grants.drop(slot)
