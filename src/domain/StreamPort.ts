@@ -18,6 +18,12 @@ export interface StreamPort {
   streamSynchronize(stream: number): void
   /** Records an event on `stream` now (`cuEventCreate` + `cuEventRecord`). */
   eventRecord(stream: number): number
+  /**
+   * Records existing event `event` again, now, on `stream` (`cuEventRecord`): it then completes
+   * with that stream's work up to now, its earlier record forgotten. Optional: saves a create and a
+   * destroy per event where a port has it.
+   */
+  eventRerecord?: ((event: number, stream: number) => void) | undefined
   /** Whether the event has completed (`cuEventQuery`), without blocking. */
   eventQuery(event: number): boolean
   /** Waits until the event has completed (`cuEventSynchronize`); valid after its stream is gone. */

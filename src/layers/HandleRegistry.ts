@@ -45,6 +45,7 @@ export class HandleRegistry implements DriverPort, StreamPort {
   private readonly allocations = new Set<number>()
 
   private readonly synchronizeDevice: (() => void) | undefined
+  readonly eventRerecord: ((event: number, stream: number) => void) | undefined
 
   /**
    * `synchronize`, when given, waits for all device work; it runs before every unmap, because
@@ -55,6 +56,11 @@ export class HandleRegistry implements DriverPort, StreamPort {
   constructor(inner: DevicePort, synchronize?: () => void) {
     this.inner = inner
     this.synchronizeDevice = synchronize
+    // present only where the device port has it (the allocator then creates events instead)
+    const rerecord = inner.eventRerecord
+    this.eventRerecord = rerecord === undefined
+      ? undefined
+      : (event, stream) => rerecord.call(inner, event, this.handle("cuEventRecord", stream))
     this.granularity = inner.granularity
     this.capacity = inner.capacity
   }

@@ -120,6 +120,7 @@ export const cudaBackend = (port: CudaDevicePort): DeviceIo => ({
   streamDestroy: (s) => port.streamDestroy(s as never),
   streamSynchronize: (s) => port.streamSynchronize(s as never),
   eventRecord: (s) => port.eventRecord(s as never),
+  eventRerecord: (e, s) => port.eventRecordExisting(e as never, s as never),
   eventQuery: (e) => port.eventQuery(e as never),
   eventSynchronize: (e) => port.eventSynchronize(e as never),
   eventDestroy: (e) => port.eventDestroy(e as never),

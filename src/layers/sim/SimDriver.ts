@@ -666,7 +666,7 @@ export class SimDriver implements DriverPort, StreamPort {
   private nextEvent = 1
   private readonly streams = new Set<number>([0])
   /** Event -> [stream, the tick at which it completes]. */
-  private readonly events = new Map<number, { readonly stream: number; done: number }>()
+  private readonly events = new Map<number, { stream: number; done: number }>()
 
   /** Waits for all device work: every recorded event completes. */
   synchronize(): void {
@@ -702,6 +702,13 @@ export class SimDriver implements DriverPort, StreamPort {
     const id = this.nextEvent++
     this.events.set(id, { stream, done: this.clock + this.eventLatency })
     return id
+  }
+  eventRerecord(event: number, stream: number): void {
+    if (!this.streams.has(stream)) fail("cuEventRecord", "InvalidValue", `unknown stream ${stream}`)
+    const e = this.events.get(event)
+    if (e === undefined) return fail("cuEventRecord", "InvalidValue", `unknown event ${event}`)
+    e.stream = stream
+    e.done = this.clock + this.eventLatency
   }
   eventQuery(event: number): boolean {
     const e = this.events.get(event)

@@ -214,6 +214,9 @@ export class ShadowPort implements DriverPort, StreamPort {
   eventRecord(stream: number): number {
     return this.sim.eventRecord(stream)
   }
+  eventRerecord(event: number, stream: number): void {
+    this.sim.eventRerecord(event, stream)
+  }
   eventQuery(event: number): boolean {
     return this.lie ? (this.sim.eventQuery(event), true) : this.sim.eventQuery(event)
   }

@@ -171,6 +171,27 @@ describe("SimDriver", () => {
     expect(d.liveHandles()).toBe(0)
   })
 
+  it("records an existing event again: it completes with its new stream's work, its earlier record forgotten", () => {
+    const d = new SimDriver({ eventLatency: 3 })
+    const s = d.streamCreate()
+    const e = d.eventRecord(0)
+    d.tick(3)
+    expect(d.eventQuery(e)).toBe(true)
+    d.eventRerecord(e, s)
+    expect(d.eventQuery(e)).toBe(false)
+    d.tick(3)
+    expect(d.eventQuery(e)).toBe(true)
+    d.eventRerecord(e, s)
+    d.streamSynchronize(s)
+    expect(d.eventQuery(e)).toBe(true)
+    expect(d.ledger().events).toBe(1)
+    failsWith(() => d.eventRerecord(e, 99), "cuEventRecord", "InvalidValue")
+    d.eventDestroy(e)
+    failsWith(() => d.eventRerecord(e, s), "cuEventRecord", "InvalidValue")
+    d.streamDestroy(s)
+    expect(d.liveHandles()).toBe(0)
+  })
+
   it.each([1, 3, 16, 4096, MiB, 3 * MiB, 2.5 * MiB, 0, -G, Number.NaN])("refuses granularity %s where the device is built", (granularity) => {
     const e = failsWith(() => new SimDriver({ granularity }), "SimDriver", "InvalidValue")
     expect(e.detail).toMatch(/granularity must be the driver's, 2.00 MiB \(2097152 B\), or a multiple of it/)

@@ -44,7 +44,9 @@
  * free, so each guarded free costs a query, a destroy and a record: on gpt2_streams 70,719 event
  * calls became 18,264 (through koffi on the GPU, about a microsecond each), with the same peak at
  * every event latency and on the synthetic traces no cell worse (one better;
- * `bench/cross-stream-latency.ts`). Coarser pacing (one event per 4 or 64 guarded frees) cost up to
+ * `bench/cross-stream-latency.ts`). A completed event is kept (a few at most) and recorded again
+ * (`cuEventRecord` on an existing event) where the port can, instead of destroying it and creating
+ * the next: on the GPU a guarded free then costs a query and a record, not four calls. Coarser pacing (one event per 4 or 64 guarded frees) cost up to
  * 5 points of utilization on the synthetic traces, so every such free keeps its event. And when an
  * adoption finds frees not yet covered, the event it records is queried at once: a device that
  * keeps up has passed it already, and its chunks can move in this very adoption.
@@ -73,6 +75,8 @@ import { V_CLAIMING, type Stitcher } from "./Stitcher.ts"
 
 /** Events per stream in flight at most (Note [Cross-stream adoption]). */
 const FIFO = 4
+/** Completed events kept for reuse at most (Note [Fewer events]). */
+const SPARE = 8
 
 /**
  * The adoption of free chunks across streams (Note [Cross-stream adoption]).
@@ -100,6 +104,8 @@ export class Adoption {
   private readonly safe: Array<number> = []
   /** Per stream: the sequence number of its latest free. */
   private readonly lastFree: Array<number> = []
+  /** Completed events kept to be recorded again (Note [Fewer events]). */
+  private readonly spare: Array<number> = []
   // scratch: candidate stretches (stream, from-chunk, bytes) and the chunks being moved
   private readonly stretches: Array<number> = []
   private readonly moved: Array<number> = []
@@ -150,8 +156,21 @@ export class Adoption {
   /** Records an event on `stream`, labelled with the latest sequence number. */
   private record(stream: number): void {
     let e: number
+    const spare = this.spare
     try {
-      e = this.events.eventRecord(stream)
+      // Note [Fewer events]: a retired event is recorded again rather than a new one made
+      const rerecord = this.events.eventRerecord
+      if (spare.length > 0 && rerecord !== undefined) {
+        e = spare.pop()!
+        try {
+          rerecord.call(this.events, e, stream)
+        } catch (err) {
+          this.destroy(e)
+          throw err
+        }
+      } else {
+        e = this.events.eventRecord(stream)
+      }
     } catch (err) {
       // No event, no adoption of this stream's chunks until a later one: safe, and a free
       // must not fail for it (a stream the caller destroyed, a driver fault).
@@ -177,9 +196,15 @@ export class Adoption {
       }
       if (!done) return
       this.safe[stream] = labels[0]!
-      this.destroy(q.shift()!)
+      this.retire(q.shift()!)
       labels.shift()
     }
+  }
+
+  /** Keeps a completed event for a later record where the port can re-record, else destroys it. */
+  private retire(event: number): void {
+    if (this.events.eventRerecord !== undefined && this.spare.length < SPARE) this.spare.push(event)
+    else this.destroy(event)
   }
 
   private destroy(event: number): void {
@@ -200,6 +225,8 @@ export class Adoption {
       q.length = 0
       this.labels[s]!.length = 0
     }
+    for (const e of this.spare) this.destroy(e)
+    this.spare.length = 0
   }
 
   /** Whether chunk `c`, wholly free in a segment of `stream`, may move to another stream now. */
