@@ -1,65 +1,32 @@
 #!/usr/bin/env node
 /**
- * The `gmlake` executable: `run` (src/cli/Main.ts) on the process's arguments, its exit code as
- * the process's, and signals.
+ * The `gmlake` executable. It turns on Node's compile cache, then loads the process
+ * (`src/cli/Process.ts`: the command, its exit code, Note [Signals]).
  *
- * Note [Signals]
- * --------------
- * SIGINT (Ctrl-C) and SIGTERM interrupt the running command: every scope closes and every
- * finalizer runs, so all device memory is given back, and only then does the process print
- * `gmlake: interrupted; everything was released` and exit with 130 (SIGINT) or 143 (SIGTERM),
- * the shell's 128 + signal number. A second signal while finalizers run exits at once with the
- * same code (the driver reclaims a dead process's memory; the user asked twice). The installed
- * `bin` is this file bundled, run by node itself, so signals reach this process and not an npm
- * wrapper.
+ * Note [Start-up]
+ * ---------------
+ * A command's wall time is node's own start (about 0.07 s), plus compiling and evaluating the
+ * bundle, plus the command's work. Compiling is most of the middle part, so:
  *
- * Note [Orphaned under npx]
- * -------------------------
- * `npx gmlake` runs this process under `npm exec` through `sh -c`; a SIGTERM sent to npx ends npm
- * and the shell but is not passed on, and the replay would run on, orphaned, holding device memory.
- * So when started by `npm exec` (npm sets `npm_command=exec`), the process watches its parent: once
- * it is gone (the process is re-parented), it does what SIGTERM does. The check is one `ppid` read
- * every 200 ms on an unref'd timer, so it never keeps the process alive.
+ * - `module.enableCompileCache()` keeps V8's compiled code of every module loaded after it, in
+ *   the directory `NODE_COMPILE_CACHE` names or else `<tmpdir>/node-compile-cache` (what Node
+ *   recommends for command-line tools). It must run before the code it is to cache is compiled,
+ *   so this module imports nothing of the program statically: the program is a dynamic
+ *   `import()`, which the bundle keeps as a separate file (esbuild `--splitting`). Caching is an
+ *   optimization only: when the directory cannot be created or written, or
+ *   `NODE_DISABLE_COMPILE_CACHE=1` is set, Node returns a status instead of throwing, and the
+ *   command runs uncached. An entry is checked against its source, so a rebuilt bundle is
+ *   compiled afresh once.
+ * - The bundle builds effect's grapheme segmenter (help-text widths) on first use rather than at
+ *   load (Note [Lazy grapheme segmenter] in tools/bundle.ts).
+ *
+ * `bench/cli-startup.sh` measures the result (`bench/results/`).
  *
  * @since 0.1.0
  */
-import { Effect, Exit, Fiber } from "effect"
-import { ExitCode } from "./cli/Errors.ts"
-import { run } from "./cli/Main.ts"
+import module from "node:module"
 
-const fiber = Effect.runFork(run(process.argv.slice(2)))
-let signalled: ExitCode | undefined
-
-const onSignal = (code: ExitCode) => () => {
-  if (signalled !== undefined) process.exit(signalled)
-  signalled = code
-  Effect.runFork(Fiber.interrupt(fiber))
-}
-const onInt = onSignal(ExitCode.Interrupted)
-const onTerm = onSignal(ExitCode.Terminated)
-process.on("SIGINT", onInt)
-process.on("SIGTERM", onTerm)
-
-// Note [Orphaned under npx]
-const parent = process.ppid
-const orphanWatch = process.env["npm_command"] === "exec"
-  ? setInterval(() => {
-    if (process.ppid !== parent) {
-      clearInterval(orphanWatch)
-      if (signalled === undefined) onTerm()
-    }
-  }, 200)
-  : undefined
-orphanWatch?.unref()
-
-fiber.addObserver((exit) => {
-  process.removeListener("SIGINT", onInt)
-  process.removeListener("SIGTERM", onTerm)
-  if (orphanWatch !== undefined) clearInterval(orphanWatch)
-  if (Exit.isSuccess(exit)) {
-    process.exitCode = exit.value
-  } else {
-    process.stderr.write("gmlake: interrupted; everything was released\n")
-    process.exitCode = signalled ?? ExitCode.Interrupted
-  }
-})
+// Optional call: a Node older than the engines field asks for (22.19) gets no cache rather than
+// a failure here.
+module.enableCompileCache?.()
+await import("./cli/Process.ts")

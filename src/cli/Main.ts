@@ -1,7 +1,7 @@
 /**
  * Running the `gmlake` command line in-process: arguments in, an exit code out, and every failure
- * printed as one line, `gmlake: <what is wrong and where>` (Note [Exit codes]). The process entry
- * (`src/bin.ts`) adds signals; tests call `run` directly.
+ * printed as one line, `gmlake: <what is wrong and where>` (Note [Exit codes]). The process
+ * (`src/cli/Process.ts`) adds signals; tests call `run` directly.
  *
  * @since 0.1.0
  */
