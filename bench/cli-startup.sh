@@ -28,6 +28,7 @@ chmod +x "$user/node_modules/.bin/noop"
 # it is for every call after a user's first.
 (cd "$user" && npx gmlake --version >/dev/null)
 node dist/gmlake.mjs --version >/dev/null
+npx gmlake --version >/dev/null
 
 replay=(replay "$trace" --policy gmlake)
 t() { local s e; s=$(date +%s%N); "$@" >/dev/null 2>&1 || echo "failed: $*" >&2; e=$(date +%s%N); echo "scale=3; ($e - $s) / 1000000000" | bc | sed 's/^\./0./'; }

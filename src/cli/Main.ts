@@ -5,8 +5,12 @@
  *
  * @since 0.1.0
  */
-import * as NodeServices from "@effect/platform-node/NodeServices"
-import { Cause, Console, Effect, Layer } from "effect"
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
+import * as NodePath from "@effect/platform-node/NodePath"
+import * as NodeStdio from "@effect/platform-node/NodeStdio"
+import * as NodeTerminal from "@effect/platform-node/NodeTerminal"
+import { Cause, Console, Effect, FileSystem, Layer, Path } from "effect"
+import { ChildProcessSpawner } from "effect/process"
 import { CliConfig, CliOutput, Command, GlobalFlag } from "effect/cli"
 import { gmlake, subcommands } from "./Commands.ts"
 import { ExitCode, outcomeOf } from "./Errors.ts"
@@ -32,13 +36,42 @@ const presenter: CliOutput.Presenter = {
 }
 
 /**
- * What the CLI module needs from the platform: Node's file system, path, terminal, standard streams
- * and child processes, from `@effect/platform-node` (`NodeServices`). The commands read their own
- * files (streaming, see src/trace), so the CLI module uses these only for its own help and
- * completions; the bundle keeps their start-up cost small.
+ * The platform's child-process spawner, loaded when a process is first spawned. `effect/cli`
+ * asks for one in its environment but gmlake spawns nothing, and Node's spawner loads
+ * `node:child_process` and `node:dgram`, about 8 ms of every call's start-up
+ * (Note [Start-up] in src/bin.ts). A spawn, if one ever comes, runs on `@effect/platform-node`'s.
  */
+const lazySpawner = Layer.effect(
+  ChildProcessSpawner.ChildProcessSpawner,
+  Effect.gen(function*() {
+    const platform = yield* Effect.context<FileSystem.FileSystem | Path.Path>()
+    const real = yield* Effect.cached(
+      Effect.promise(() => import("@effect/platform-node/NodeChildProcessSpawner")).pipe(
+        Effect.flatMap(({ layer }) =>
+          Effect.gen(function*() {
+            return yield* ChildProcessSpawner.ChildProcessSpawner
+          }).pipe(Effect.provide(layer))
+        ),
+        Effect.provide(platform)
+      )
+    )
+    return ChildProcessSpawner.make((command) => Effect.flatMap(real, (spawner) => spawner.spawn(command)))
+  })
+)
+
+/**
+ * What the CLI module needs from the platform: Node's file system, path, terminal, standard streams
+ * and child processes, from `@effect/platform-node` (its `NodeServices`, with the spawner loaded
+ * on first use). The commands read their own files (streaming, see src/trace), so the CLI module
+ * uses these only for its own help and completions.
+ * @category running
+ */
+export const platform = lazySpawner.pipe(
+  Layer.provideMerge(Layer.mergeAll(NodeFileSystem.layer, NodePath.layer, NodeStdio.layer, NodeTerminal.layer))
+)
+
 const environment = Layer.mergeAll(
-  NodeServices.layer,
+  platform,
   CliOutput.layerPresenter(presenter),
   CliOutput.layer(formatter),
   CliConfig.layer({ builtIns: [GlobalFlag.Help, GlobalFlag.Version, GlobalFlag.Completions] })

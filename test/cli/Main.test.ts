@@ -3,12 +3,15 @@
  * a child process for what only a process has (its exit status, signals).
  */
 import { describe, expect, it } from "@effect/vitest"
+import { Effect } from "effect"
+import { ChildProcess, ChildProcessSpawner } from "effect/process"
 import { spawn, spawnSync } from "node:child_process"
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { gunzipSync, gzipSync } from "node:zlib"
 import { subcommands } from "../../src/cli/Commands.ts"
+import { platform } from "../../src/cli/Main.ts"
 import { multiStreamTrace } from "../../src/trace/Synthetic.ts"
 import { gmlakeIn } from "./harness.ts"
 
@@ -162,6 +165,13 @@ describe("gmlake command line", () => {
     expect(existsSync(file)).toBe(true)
     expect(JSON.parse(gunzipSync(readFileSync(file)).toString()).format).toBe("gmlake-trace/1")
   })
+
+  it.effect("the CLI's child-process spawner is Node's, loaded on its first spawn", () =>
+    Effect.gen(function*() {
+      const spawner = yield* ChildProcessSpawner.ChildProcessSpawner
+      const out = yield* spawner.string(ChildProcess.make(process.execPath, ["-e", "process.stdout.write('ok')"]))
+      expect(out).toBe("ok")
+    }).pipe(Effect.provide(platform)))
 
   it("self-tests the simulated device", async () => {
     const r = await gmlakeIn(["selftest", "--device", "sim", "--json"])
