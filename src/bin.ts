@@ -18,7 +18,14 @@
  *   command runs uncached. An entry is checked against its source, so a rebuilt bundle is
  *   compiled afresh once.
  * - The bundle builds effect's grapheme segmenter (help-text widths) on first use rather than at
- *   load (Note [Lazy grapheme segmenter] in tools/bundle.ts).
+ *   load (Note [Lazy grapheme segmenter] in tools/bundle.ts), and the CLI's child-process spawner
+ *   is loaded on its first spawn (`src/cli/Main.ts`).
+ *
+ * Not done: loading each command's code only when it runs. A bundle of the replay command alone
+ * was 751 KB against 793 KB and no faster to start: most of the bundle is effect (Schema, the CLI
+ * module), which every command needs, and the compile cache already spares compiling the rest.
+ * What is left is npm's: `npx` itself costs 0.5-0.65 s on this project's machine before the bin
+ * starts (README, Install).
  *
  * `bench/cli-startup.sh` measures the result (`bench/results/`).
  *
