@@ -1,7 +1,8 @@
 /**
  * `npm run bundle`: the command line as the package's `bin`, `dist/gmlake.mjs` (a small entry)
- * and `dist/gmlake/*.mjs` (the program, loaded by it; Note [Start-up] in src/bin.ts), plus the
- * two stand-alone GPU tools, `dist/probe.mjs` and `dist/calibrate.mjs`.
+ * and `dist/gmlake/*.mjs` (the program, loaded by it; Note [Start-up] in src/bin.ts); the same
+ * command line in one file, `dist/gpu/gmlake.mjs`, for the GPU runs; and the two stand-alone GPU
+ * tools, `dist/probe.mjs` and `dist/calibrate.mjs`.
  *
  * Note [Lazy grapheme segmenter]
  * ------------------------------
@@ -54,6 +55,16 @@ await esbuild.build({
   splitting: true,
   chunkNames: "gmlake/[name]-[hash]",
   outExtension: { ".js": ".mjs" },
+  minify: true,
+  banner: { js: requireBanner },
+  plugins: [lazyGraphemeSegmenter]
+})
+// The same command line in one file, for the GPU runs (bench/gpu/*.sh), which carry single files
+// to the GPU machine: no chunk beside it to load, so no compile cache either.
+await esbuild.build({
+  ...node,
+  entryPoints: ["src/bin.ts"],
+  outfile: "dist/gpu/gmlake.mjs",
   minify: true,
   banner: { js: requireBanner },
   plugins: [lazyGraphemeSegmenter]

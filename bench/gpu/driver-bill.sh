@@ -4,7 +4,7 @@
 # and expandable on the device (twice each: the second run is the warm one), with wall time,
 # driver time measured around every call and the model's driverMicros; a summary table.
 # From the project root, here:
-#   npm run bundle, then carry dist/gmlake.mjs, dist/calibrate.mjs, a Node >= 22 binary and koffi as .gpu/
+#   npm run bundle, then carry dist/gpu/gmlake.mjs (the command line in one file), dist/calibrate.mjs, a Node >= 22 binary and koffi as .gpu/
 #   device run, carry [".gpu"]:  bash .gpu/run.sh bash bench/gpu/driver-bill.sh "$OUT"
 # Writes under $1: bill.log, calibration.jsonl, replay-cuda.jsonl, summary.md.
 set -u

@@ -6,7 +6,7 @@
 # freed) on the GPU under expandable and gmlake, each while nvidia-smi samples used and free
 # memory every 20 ms in the background; and, as the control, the same trace without the 1 TB
 # request, so that what the CUDA context itself takes is measured rather than guessed.
-# From the project root: `npm run bundle`, then pack dist/gmlake.mjs into .gpu/ with the Node
+# From the project root: `npm run bundle`, then pack dist/gpu/gmlake.mjs (the command line in one file) into .gpu/ with the Node
 # runtime and koffi (the GPU machine has no Node), and on that machine, from the project root:
 #   bash .gpu/run.sh bash bench/gpu/oversize.sh "$OUT"
 # To try the script without a GPU: OVERSIZE_DEVICE=sim, with a stand-in nvidia-smi on PATH.

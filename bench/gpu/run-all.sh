@@ -1,7 +1,7 @@
 #!/bin/bash
 # Every GPU acceptance check of this round, in one call on the GPU machine (under ten minutes).
 # From the project root, on a machine with npm:
-#   npm run bundle && bash <gpu-pack>/pack.sh dist/gmlake.mjs dist/calibrate.mjs
+#   npm run bundle && bash <gpu-pack>/pack.sh dist/gpu/gmlake.mjs dist/calibrate.mjs   (dist/gpu/gmlake.mjs: the command line in one file)
 #   then on the GPU machine, from the project root (carry .gpu):
 #   bash .gpu/run.sh bash bench/gpu/run-all.sh "$OUT"
 # Writes under $1: run.log and results.tgz holding selftest.json, streams.json, verify-*.json, snapshot-cuda.json,
