@@ -74,6 +74,14 @@ const median = (xs: ReadonlyArray<number>) => {
  * Replays one trace under several policies on the simulated device, `repeat` times each (median
  * ns/event), after `warmup` untimed replays (the JIT compiles a policy's code over its first
  * replays; PyTorch's anchors likewise give a warm figure).
+ *
+ * Note [Interleaved rounds]
+ * -------------------------
+ * The replays go round by round, one of each policy per round, not all of one policy and then all
+ * of the next: on a shared machine the load changes over seconds, and a policy timed in a quiet
+ * stretch against one timed in a busy stretch gave ratios between 0.6 and 3.4 for the same tree.
+ * Round by round, every policy sees the same conditions, so the ratio of their medians is what one
+ * run can honestly say.
  * @category replay
  */
 export const replayAll = (
@@ -83,13 +91,14 @@ export const replayAll = (
   repeat: number,
   warmup = 0
 ) =>
-  Effect.forEach(policies, (policy) =>
-    Effect.gen(function*() {
-      for (let i = 0; i < warmup; i++) yield* replaySim(trace, policy, options)
-      const runs: Array<ReplayReport> = []
-      for (let i = 0; i < repeat; i++) runs.push(yield* replaySim(trace, policy, options))
-      return { ...runs[0]!, nsPerOp: median(runs.map((r) => r.nsPerOp)) }
-    }))
+  Effect.gen(function*() {
+    for (let i = 0; i < warmup; i++) for (const policy of policies) yield* replaySim(trace, policy, options)
+    const runs: Array<Array<ReplayReport>> = policies.map(() => [])
+    for (let i = 0; i < repeat; i++) {
+      for (let k = 0; k < policies.length; k++) runs[k]!.push(yield* replaySim(trace, policies[k]!, options))
+    }
+    return runs.map((rs) => ({ ...rs[0]!, nsPerOp: median(rs.map((r) => r.nsPerOp)) }))
+  })
 
 /**
  * Prints the replays of one trace (a table, or JSON lines) and fails with `AllocationsFailed`
