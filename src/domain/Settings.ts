@@ -19,7 +19,7 @@
  *   `torch.cuda.set_per_process_memory_fraction`, a fraction in (0, 1]).
  * - The stitching policy's tunables (gmlake), in the same snake_case: `split_bytes`,
  *   `reuse_limit`, `max_cached_stitched_bytes`, `allocate_and_stitch`, `min_partial_bytes`,
- *   `chunk_divisor`, `max_chunk_bytes`, `tail_chunk`, `segment_bytes`, `placement`,
+ *   `chunk_divisor`, `max_chunk_bytes`, `tail_chunk`, `min_stitch_saving_bytes`, `segment_bytes`, `placement`,
  *   `cross_stream` (`StitchingConfig`, Note [One set of defaults]). Byte values take a size (`64MiB`) or a
  *   plain number of bytes; booleans are `True`/`False` as in PyTorch.
  *
@@ -79,6 +79,7 @@ const stitchingKeys = {
   chunk_divisor: "chunkDivisor",
   max_chunk_bytes: "maxChunkBytes",
   tail_chunk: "tailChunk",
+  min_stitch_saving_bytes: "minStitchSavingBytes",
   segment_bytes: "segmentBytes",
   placement: "placement",
   cross_stream: "crossStream"
@@ -213,6 +214,7 @@ export const SettingsRecord = Schema.Struct({
   chunk_divisor: Schema.optionalKey(Schema.Number),
   max_chunk_bytes: Schema.optionalKey(Size),
   tail_chunk: Schema.optionalKey(Bool),
+  min_stitch_saving_bytes: Schema.optionalKey(Size),
   segment_bytes: Schema.optionalKey(Size),
   placement: Schema.optionalKey(Bool),
   cross_stream: Schema.optionalKey(Bool)

@@ -158,7 +158,8 @@ const configs = fc.record({
   tailChunk: fc.boolean(),
   placement: fc.boolean(),
   allocateAndStitch: fc.boolean(),
-  reuseLimit: fc.constantFrom(1, 10)
+  reuseLimit: fc.constantFrom(1, 10),
+  minStitchSavingBytes: fc.constantFrom(0, G, MiB(64))
 })
 
 const nth = <K, V>(m: ReadonlyMap<K, V>, n: number): K | undefined => {
@@ -424,6 +425,22 @@ describe("stitching: stitched views", () => {
     s.a.malloc(MiB(5), 0)
     expect(s.a.reserved()).toBe(reserved + MiB(6))
     expect(s.a.counters().stitches).toBe(0)
+  })
+
+  it.each([
+    // the stitch saves 4 MiB (6 MiB of growth against one granule) for 3 chunk maps: 1.33 MiB each
+    [MiB(1), 1, G],
+    [MiB(2), 0, MiB(6)]
+  ])("with a minimum stitch saving of %d B per chunk: %d stitch(es), %d B created", (minStitchSavingBytes, stitches, created) => {
+    const s = setup({ config: { minStitchSavingBytes } })
+    const { blocks } = fiveChunks(s)
+    s.a.free(blocks[1]!)
+    s.a.free(blocks[3]!)
+    const reserved = s.a.reserved()
+    s.a.malloc(MiB(5), 0)
+    expect(s.a.reserved()).toBe(reserved + created)
+    expect(s.a.counters().stitches).toBe(stitches)
+    s.a.checkIntegrity()
   })
 
   it("begins and ends a stitched range inside partly used chunks, and reuses it as it is", () => {

@@ -58,6 +58,7 @@ export class Selection {
   /** The three best partly free last chunks, likewise. */
   private readonly tails: Array<number> = []
   private readonly middle: Array<number> = []
+  private readonly scratch: Array<number> = []
   /** (block, from, to) triples to claim, in range order; filled by `select`. */
   readonly spans: Array<number> = []
 
@@ -223,6 +224,17 @@ export class Selection {
       spans.push(Q, start, b)
     }
     return off
+  }
+
+  /**
+   * How many chunks a view of `bytes` would map, from what `gather` found (Note [Stitch saving]).
+   * A dry `select`: it reorders the runs, so `gather` must run again before a real one.
+   */
+  chunksOf(bytes: number): number {
+    const list = this.scratch
+    list.length = 0
+    this.select(bytes, list)
+    return list.length
   }
 
   /** Appends the chunks of segment `seg` from address `from` (a chunk start) to `to` to `list`. */

@@ -88,6 +88,7 @@ export class StitchingAllocator implements Allocator {
   private readonly shape: GrowthShape
   private readonly placement: boolean
   private readonly allocateAndStitch: boolean
+  private readonly minSaving: number
 
   /** The parts (see the module's comment); for `Integrity.ts` and tests. */
   readonly chunks: ChunkPool
@@ -127,6 +128,7 @@ export class StitchingAllocator implements Allocator {
     }
     this.placement = config.placement
     this.allocateAndStitch = config.allocateAndStitch
+    this.minSaving = config.minStitchSavingBytes
     this.chunks = parts.pool()
     this.segments = new Segments(this.chunks, g, unit)
     this.stitcher = parts.stitcher({
@@ -345,7 +347,8 @@ export class StitchingAllocator implements Allocator {
    * shortfall: the request less everything a stitch could gather (whole free chunks and the two
    * partly free ends, `gather`), created at the growing end too and stitched with the rest. The
    * allocator grows when that takes no more memory than the shortfall (the view and its driver
-   * calls are then for nothing), else creates the shortfall and stitches. Either way the new
+   * calls are then for nothing), else creates the shortfall and stitches (unless the memory that
+   * saves is too little for the chunks the view would map, Note [Stitch saving]). Either way the new
    * memory is rounded up to the granule only, and what the request leaves of the last granule
    * stays free for the next.
    */
@@ -368,7 +371,11 @@ export class StitchingAllocator implements Allocator {
       grow = Math.ceil(rr / g) * g
     }
     const shortfall = Math.ceil((rr - gathered) / g) * g
-    const growing = !this.allocateAndStitch || grow <= shortfall
+    let growing = !this.allocateAndStitch || grow <= shortfall
+    // Note [Stitch saving]
+    if (!growing && this.minSaving > 0 && grow - shortfall < this.minSaving * (this.selection.chunksOf(gathered) + 1)) {
+      growing = true
+    }
     // Note [Cross-stream adoption]: before creating memory, take what other streams are done with.
     if (adopt && this.adoption?.multi === true && this.adoption.adopt(pool, stream, growing ? grow : shortfall) > 0) {
       return this.acquire(pool, rr, size, stream, false)
@@ -386,6 +393,19 @@ export class StitchingAllocator implements Allocator {
     return this.stitch(rr, size, stream)
   }
 
+  /**
+   * Note [Stitch saving]
+   * --------------------
+   * A stitch for the shortfall saves `grow - shortfall` bytes of new memory and costs a map per
+   * chunk it gathers (and a set access that costs per chunk on the GPU), every time the step
+   * repeats it. With `minStitchSavingBytes` above 0 the allocator grows instead when the saving
+   * is below that many bytes per chunk the view would map (the free chunks a stitch would take,
+   * counted by a dry selection, plus one new chunk): memory for driver calls, chosen by the user.
+   * Off by default: on the bundled traces no threshold keeps every trace at 0.98 utilization while
+   * it cuts the bill where the bill is high (llama1b_ckpt_varlen, 8 MiB: 5,649 calls to 2,992, 154 to
+   * 38 in the second half, 0.9818 to 0.9747 utilization;
+   * `bench/results/2026-12-02-driver-bill-tradeoffs.md`).
+   */
   /** Stitches a new view for `rr` bytes (after `gather`) and claims its block. */
   private stitch(rr: number, size: number, stream: number): BlockId {
     const list: Array<number> = []

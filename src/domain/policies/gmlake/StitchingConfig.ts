@@ -32,6 +32,10 @@
  *   of the two llama traces; divisor 1 gives 0.9818-0.9974 (>= 0.98 everywhere) for 0.95-2.4
  *   times their calls, a second half of 154 and 251, and half the modelled driver time. Memory
  *   stays within the goal, driver time is what a user pays every step: divisor 1.
+ * - `minStitchSavingBytes` 0: a stitch for the shortfall is made whatever it saves per chunk
+ *   it maps (Note [Stitch saving] in `StitchingAllocator.ts`). A threshold trades memory for driver
+ *   calls; on the bundled traces none keeps every trace at >= 0.98 utilization, so memory wins by
+ *   default and the choice is the user's.
  * - `reuseLimit` 10: GMLake's own: a cached stitched range serves a request of at least a tenth
  *   of its size (the rest of its chunks stay free for others, Note [Stitched view cache]).
  * - `maxCachedStitchedBytes` 64 GiB: virtual address space, not memory (a cached range holds no
@@ -90,6 +94,11 @@ export class StitchingConfig extends Schema.Class<StitchingConfig>("gmlake/Stitc
   chunkDivisor: withDefault(Int(1, "must be a positive integer"), 1),
   /** No chunk is created larger than this (bytes; rounded down to the granularity, at least one granule). */
   maxChunkBytes: withDefault(Int(1, "must be a positive integer number of bytes"), MiB(64)),
+  /**
+   * Grow rather than stitch for the shortfall when the stitch would save fewer than this many bytes
+   * per chunk it maps (0: always stitch; Note [Stitch saving]).
+   */
+  minStitchSavingBytes: withDefault(Int(0, "must be a non-negative integer number of bytes"), 0),
   /** Give the last, partly used granule of new memory a chunk of its own. */
   tailChunk: withDefault(Bool, true),
   /** Virtual size of each stream's growable segment in bytes; 0 means the device's capacity. */
