@@ -6,7 +6,8 @@
 # From the project root, here:
 #   npm run bundle, then carry dist/gpu/gmlake.mjs (the command line in one file), dist/calibrate.mjs, a Node >= 22 binary and koffi as .gpu/
 #   device run, carry [".gpu"]:  bash .gpu/run.sh bash bench/gpu/driver-bill.sh "$OUT"
-# Writes under $1: bill.log, calibration.jsonl, replay-cuda.jsonl, summary.md.
+# Writes under $1: bill.log, calibration.jsonl, replay-cuda.jsonl, summary.md, and the same for
+# gmlake with min_stitch_saving_bytes:8MiB: replay-cuda-saving.jsonl, summary-saving.md.
 set -u
 out=${1:?output folder}
 mkdir -p "$out"
@@ -26,6 +27,17 @@ for t in traces/*.json.gz; do
 done
 echo "## summary"
 node bench/gpu/bill-summary.ts "$out/replay-cuda.jsonl" | tee "$out/summary.md"
+# The other side of the trade-off (Note [Stitch saving]): gmlake set for fewer driver calls, against
+# the same expandable runs.
+echo "## gmlake with min_stitch_saving_bytes:8MiB (two runs each)"
+: > "$out/replay-cuda-saving.jsonl"
+for t in traces/*.json.gz; do
+  SECONDS=0
+  timeout 100 node .gpu/gmlake.mjs replay "$t" --policy gmlake --config min_stitch_saving_bytes:8MiB --repeat 2 --device cuda --json >> "$out/replay-cuda-saving.jsonl"
+  echo "$t: exit $? after ${SECONDS}s"
+done
+grep '"policy":"expandable"' "$out/replay-cuda.jsonl" >> "$out/replay-cuda-saving.jsonl"
+node bench/gpu/bill-summary.ts "$out/replay-cuda-saving.jsonl" | tee "$out/summary-saving.md"
 echo "## free device memory after everything, from a fresh process"
 node .gpu/gmlake.mjs selftest --device cuda --json | head -c 300; echo
 echo "## done"
