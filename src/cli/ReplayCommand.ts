@@ -191,8 +191,9 @@ export const replay = Command.make(
           if (Option.isSome(v)) return yield* new UsageError({ where: `replay: --${name}`, detail: "only for the simulated device (--device sim)" })
         }
         const trace = yield* loadTraceWithProgress(o.trace, Option.getOrUndefined(o.deviceIndex), o.json)
-        // On the GPU every run is reported (each has its own device figures).
-        const runs = o.policies.flatMap((p) => Array.from({ length: o.repeat }, () => p))
+        // On the GPU every run is reported (each has its own device figures), round by round
+        // (Note [Interleaved rounds]).
+        const runs = Array.from({ length: o.repeat }, () => o.policies).flat()
         const reports = yield* replayCuda(trace, runs, { policy, verify: o.verify })
         if (!o.json) {
           for (const r of reports) {
