@@ -32,7 +32,11 @@
  *   stay flat beyond 512 MiB.
  *
  * The model knows nothing of synchronization; `bench/gpu/driver-bill.sh` compares it with the
- * driver time measured around every call of a replay on the GPU.
+ * driver time measured around every call of a replay on the GPU. It is one machine's level: on
+ * three runs of the same afternoon, on the H200s lent to us, the same replays' driver time moved by
+ * up to 40% (model/measured per run 0.87-1.17, 1.16-1.38 and 0.66-1.19; set access 22.6, 27.6 and
+ * 32.4 us in the self-test), for both policies alike (`bench/results/2026-12-02-h200-rounds/`). So
+ * compare policies by the model's ratio, which holds across machines, more than by its microseconds.
  *
  * @since 0.1.0
  */
