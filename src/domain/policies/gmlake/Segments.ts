@@ -111,6 +111,9 @@ export class Segments {
   wholeFreed = 0
   /** The free block right of the last carve, or -1: where the next span of a claim usually is. */
   lastRight = -1
+  /** `grow`'s chunk sizes and handles, reused by every call (Note [Scratch arrays]). */
+  private readonly growSizes: Array<number> = []
+  private readonly growHandles: Array<number> = []
 
   readonly chunks: ChunkPool
   /** The VMM granularity. */
@@ -486,13 +489,22 @@ export class Segments {
    *
    * The driver steps are one map plan (Note [Map plans] in `vmm/Plan.ts`), so a failure leaves
    * the device as it was and this state untouched (Note [Driver failures] in `Pressure.ts`).
+   *
+   * Note [Scratch arrays]
+   * ---------------------
+   * The slow path runs hundreds of times in a replay's first steps (grow, stitch); the arrays
+   * a map plan reads (chunk sizes, handles) live only for the call, so each part keeps one pair
+   * and empties it per call instead of allocating two arrays grown by `push`: fewer young
+   * objects, fewer scavenges inside the replay. Only arrays that nothing keeps after the call may
+   * be scratch (a view keeps its chunk list, a grant its blocks).
    */
   grow(port: DriverPort, shape: GrowthShape, pool: StreamPool, stream: number, bytes: number, cover: number): void {
     const g = this.granule
     let seg = pool.segment
     const fresh = seg < 0 || this.segEnd[seg]! + bytes > this.segBase[seg]! + this.segVa[seg]!
     const va = fresh ? Math.max(shape.segmentVa, bytes) : 0
-    const sizes: Array<number> = []
+    const sizes = this.growSizes
+    sizes.length = 0
     let body = shape.tailChunk ? Math.min(bytes, Math.max(0, Math.floor(cover / g) * g)) : bytes
     const tail = bytes - body
     let piece = g
@@ -503,7 +515,7 @@ export class Segments {
       body -= s
     }
     if (tail > 0) sizes.push(tail)
-    const handles: Array<number> = []
+    const handles = this.growHandles
     const at: number = executeMap(port, { reserve: va, at: fresh ? 0 : this.segEnd[seg]!, sizes, handles, create: true })
     if (fresh) seg = this.newSegment(at, va, stream)
     pool.segment = seg

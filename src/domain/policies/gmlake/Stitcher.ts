@@ -62,6 +62,10 @@ export class Stitcher {
   /** Where a hit's block starts in its view (`usableView`). */
   hitOff = 0
 
+  /** `map`'s chunk sizes and handles, reused (Note [Scratch arrays] in `Segments.ts`). */
+  private readonly mapSizes: Array<number> = []
+  private readonly mapHandles: Array<number> = []
+
   nStitches = 0
   nStitchedChunks = 0
   nHits = 0
@@ -99,8 +103,11 @@ export class Stitcher {
    * `DriverError` with nothing changed.
    */
   map(list: Array<number>, off: number, stream: number): number {
-    const sizes: Array<number> = []
-    const handles: Array<number> = []
+    // Note [Scratch arrays] in `Segments.ts` (`list` is kept by the view: not scratch)
+    const sizes = this.mapSizes
+    const handles = this.mapHandles
+    sizes.length = 0
+    handles.length = 0
     let total = 0
     for (let i = 0; i < list.length; i++) {
       const c = list[i]!
