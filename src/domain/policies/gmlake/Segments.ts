@@ -237,6 +237,33 @@ export class Segments {
     return this.segMap[seg]![Math.floor((addr - this.segBase[seg]!) / this.granule)]!
   }
 
+  /**
+   * `runOf` over block `x` as it is now: the hot path's form (Note [Small arguments]).
+   *
+   * Note [Small arguments]
+   * ----------------------
+   * Addresses are far past the small-integer range, so a JavaScript engine holds them as doubles,
+   * and one passed to (or returned from) a call the optimizer did not inline becomes a heap
+   * number: 16 bytes of garbage per argument. The hot path calls `carve` and `runOf` once or twice
+   * per operation, and they are too large to be inlined everywhere; passing them addresses made
+   * gmlake allocate several times what the caching policy allocates per replay, and the young
+   * generation's collections then land inside the replay. So the hot calls take a block id and
+   * offsets or sizes (small integers) and read the addresses from the block table themselves.
+   */
+  runOfBlock(x: number): number {
+    const seg = this.bSeg[x]!
+    const a = this.bStart[x]!
+    const b = a + this.bSize[x]!
+    let c = this.chunkAt(seg, a)
+    const rs = this.cStart[c] === a ? a : this.cStart[c]! + this.cSize[c]!
+    c = this.chunkAt(seg, b - 1)
+    const ce = this.cStart[c]! + this.cSize[c]!
+    const re = ce === b ? b : this.cStart[c]!
+    this.rs = rs
+    this.re = re
+    return re > rs ? re - rs : 0
+  }
+
   /** Whole chunks of segment `seg` inside [a, b), a span of blocks: [rs, re); returns their bytes. */
   runOf(seg: number, a: number, b: number): number {
     let c = this.chunkAt(seg, a)
@@ -261,8 +288,7 @@ export class Segments {
   }
 
   insertFreeRun(b: number): void {
-    const a = this.bStart[b]!
-    this.insertFree(b, this.runOf(this.bSeg[b]!, a, a + this.bSize[b]!))
+    this.insertFree(b, this.runOfBlock(b))
   }
 
   removeFree(b: number): void {
@@ -302,6 +328,11 @@ export class Segments {
     return id
   }
 
+  /** A new block of `size` bytes right after block `after` (Note [Small arguments]: no address passed). */
+  newBlockAfter(after: number, size: number, state: number): number {
+    return this.newBlock(this.bSeg[after]!, this.bStart[after]! + this.bSize[after]!, size, state, after)
+  }
+
   unlinkBlock(id: number): void {
     const p = this.bPrev[id]!
     const n = this.bNext[id]!
@@ -312,17 +343,23 @@ export class Segments {
     this.blockFreeIds.push(id)
   }
 
-  /** Takes [p, q) out of free block `x` (Note [Whole chunks]); returns the used block. */
-  carve(x: number, p: number, q: number): number {
+  /**
+   * Takes [p, q) out of free block `x`, where p is `head` bytes past its start and q is `bytes`
+   * past p (offsets, not addresses: Note [Small arguments]), as in Note [Whole chunks]; returns
+   * the used block.
+   */
+  carve(x: number, head: number, bytes: number): number {
     const seg = this.bSeg[x]!
     const a = this.bStart[x]!
     const b = a + this.bSize[x]!
+    const p = a + head
+    const q = p + bytes
     this.removeFree(x)
     // The pieces left free hold whole chunks only if `x` did, and only of its run.
     let leftRun = 0
     let rightRun = 0
     if (this.bRun[x]! > 0) {
-      this.runOf(seg, a, b)
+      this.runOfBlock(x)
       const rs = this.rs
       const re = this.re
       if (p >= re) leftRun = re - rs
@@ -349,7 +386,7 @@ export class Segments {
     if (p > a) {
       this.bSize[x] = p - a
       this.insertFree(x, leftRun)
-      used = this.newBlock(seg, p, q - p, USED, x)
+      used = this.newBlockAfter(x, bytes, USED)
     } else {
       this.bSize[x] = q - p
       this.bState[x] = USED
@@ -358,7 +395,7 @@ export class Segments {
     }
     this.lastRight = -1
     if (q < b) {
-      const r = this.newBlock(seg, q, b - q, FREE, used)
+      const r = this.newBlockAfter(used, b - q, FREE)
       this.insertFree(r, rightRun)
       this.lastRight = r
     }
@@ -388,7 +425,7 @@ export class Segments {
     this.bSize[y] = b - a
     this.bState[y] = FREE
     // a block smaller than a granule holds no whole chunk
-    const run = b - a < this.granule ? 0 : this.runOf(seg, a, b)
+    const run = b - a < this.granule ? 0 : this.runOfBlock(y)
     if (run > 0) {
       const end = e < this.re ? e : this.re
       let at = s > this.rs ? s : this.rs

@@ -304,7 +304,7 @@ export class Stitcher {
       if (q - p > need) q = p + need
       const x = segments.freeBlockOver(c0, seg, p, q)
       if (x < 0) throw new Error(`StitchingAllocator: [0x${p.toString(16)}, 0x${q.toString(16)}) is in no free block`)
-      blks.push(segments.carve(x, p, q))
+      blks.push(segments.carve(x, p - segments.bStart[x]!, q - p))
       need -= q - p
     }
     return blks

@@ -268,7 +268,7 @@ export class StitchingAllocator implements Allocator {
       if (!(sg.bNext[x]! < 0 && pool.segment === seg)) {
         const cStart = this.chunks.cStart
         const b = a + sg.bSize[x]!
-        sg.runOf(seg, a, b)
+        sg.runOfBlock(x)
         const rs = sg.rs
         const re = sg.re
         // whole-chunk bytes that the head [a, a + rr) or the tail [b - rr, b) would make busy
@@ -282,7 +282,7 @@ export class StitchingAllocator implements Allocator {
         if (tail < head) p = b - rr
       }
     }
-    return this.grants.make(p, size, sg.carve(x, p, p + rr), null, -1)
+    return this.grants.make(p, size, sg.carve(x, p - a, rr), null, -1)
   }
 
   private mallocSlow(pool: StreamPool, rr: number, size: number, stream: number): BlockId {
@@ -417,7 +417,8 @@ export class StitchingAllocator implements Allocator {
     for (let i = 0; i < spans.length && need > 0; i += 3) {
       const p = spans[i + 1]!
       const take = Math.min(spans[i + 2]! - p, need)
-      blks.push(this.segments.carve(spans[i]!, p, p + take))
+      const x = spans[i]!
+      blks.push(this.segments.carve(x, p - this.segments.bStart[x]!, take))
       need -= take
     }
     const id = this.grants.make(this.stitcher.vBase[v]! + off, size, -1, blks, v)
