@@ -87,6 +87,17 @@ const run = (
         `summary over ${files.length} traces${bench ? ` (ns/event: median of ${o.repeat} replays after ${o.warmup} untimed)` : ""}`
       )
       yield* Console.log(renderTable(["policy", "mean util", "worst util", "ns/event", "sum of peaks"], rows))
+      // The speed acceptance is a ratio from one run (Note [Interleaved rounds]): say it.
+      const others = o.policies.filter((p) => p !== "caching")
+      if (bench && o.policies.includes("caching") && others.length > 0) {
+        const ratios = [...new Set(all.map((r) => r.workload))].map((w) => {
+          const base = all.find((r) => r.workload === w && r.policy === "caching")!.nsPerOp
+          return [w, ...others.map((p) => (all.find((r) => r.workload === w && r.policy === p)!.nsPerOp / base).toFixed(2) + "x")]
+        })
+        yield* Console.log("")
+        yield* Console.log("ns/event against caching's, per trace (the same rounds)")
+        yield* Console.log(renderTable(["trace", ...others], ratios))
+      }
     }
     if (!o.json && files.length > 0) yield* Console.log(`To see a replay over time, as a page: gmlake report ${files[0]} --out report.html`)
     if (failure !== undefined) return yield* failure

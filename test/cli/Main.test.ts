@@ -57,6 +57,17 @@ describe("gmlake command line", () => {
     expect(lines[0].driverCalls.memAlloc).toBe(3)
   })
 
+  it("bench prints each policy's ns/event against caching's, per trace, from the same rounds", () => {
+    const r = gmlake("bench", small, multi, "--policy", "gmlake,caching,expandable", "--repeat", "3", "--warmup", "1")
+    expect(r.code).toBe(0)
+    const at = r.out.indexOf("ns/event against caching's, per trace (the same rounds)")
+    expect(at).toBeGreaterThan(0)
+    const table = r.out.slice(at).split("\n")
+    expect(table[1]).toMatch(/^trace\s+gmlake\s+expandable$/)
+    expect(table[3]).toMatch(/^small\s+\d+\.\d\dx\s+\d+\.\d\dx$/)
+    expect(table[4]).toMatch(/\s\d+\.\d\dx\s+\d+\.\d\dx$/)
+  })
+
   it("prints a readable table by default, sizes in binary units, the comparison column named", async () => {
     const r = await gmlakeIn(["replay", small, "--policy", "gmlake"])
     expect(r.code).toBe(0)
