@@ -206,6 +206,11 @@ class AddressSpace {
     for (let i = 0; i < h.length; i += 2) {
       const start = Math.ceil(h[i]! / align) * align
       const end = h[i + 1]!
+      // the common case, an aligned hole left longer than asked for: it shrinks in place
+      if (start === h[i] && start + bytes < end) {
+        h[i] = start + bytes
+        return start
+      }
       if (start + bytes <= end) {
         const pieces: Array<number> = []
         if (start > h[i]!) pieces.push(h[i]!, start)
@@ -234,6 +239,8 @@ interface SharedSpace {
   readonly ranges: Map<number, Range>
   /** Range bases sorted ascending, to find the range holding an address. */
   readonly rangeBases: Array<number>
+  /** The ranges in the same order (`rangeOf` finds one without a `Map` lookup). */
+  readonly rangeList: Array<Range>
   readonly va: AddressSpace
   readonly allocSpace: AddressSpace
   /** The devices, by ordinal. */
@@ -247,6 +254,7 @@ const newSpace = (): SharedSpace => ({
   chunks: new Map(),
   ranges: new Map(),
   rangeBases: [],
+  rangeList: [],
   va: new AddressSpace(VA_BASE, VA_LIMIT),
   allocSpace: new AddressSpace(ALLOC_BASE, ALLOC_LIMIT),
   devices: [],
@@ -449,8 +457,9 @@ export class SimDriver implements DriverPort, StreamPort {
     this.maybeFault("cuMemAddressReserve")
     const base = this.space.va.take(bytes, this.granularity)
     if (base === undefined) return fail("cuMemAddressReserve", "OutOfMemory", `no ${formatBytes(bytes)} of virtual space left`)
-    this.space.ranges.set(base, { base, bytes, owner: this.index, mOffset: [], mBytes: [], mHandle: [], mAccess: [] })
-    insertSorted(this.space.rangeBases, base)
+    const range: Range = { base, bytes, owner: this.index, mOffset: [], mBytes: [], mHandle: [], mAccess: [] }
+    this.space.ranges.set(base, range)
+    this.space.rangeList.splice(insertSorted(this.space.rangeBases, base), 0, range)
     this.rangeCount++
     this.record("addressReserve", bytes, base, 0)
     return base as Address
@@ -466,7 +475,7 @@ export class SimDriver implements DriverPort, StreamPort {
       fail("cuMemAddressFree", "InvalidValue", `${range.mOffset.length} mapping(s) still live in the range`)
     }
     this.space.ranges.delete(va)
-    removeSorted(this.space.rangeBases, va)
+    this.space.rangeList.splice(removeSorted(this.space.rangeBases, va), 1)
     this.space.va.give(va, bytes)
     this.space.devices[range.owner]!.rangeCount--
     this.record("addressFree", va, bytes, 0)
@@ -485,7 +494,7 @@ export class SimDriver implements DriverPort, StreamPort {
         lo = mid + 1
       } else hi = mid - 1
     }
-    const range = found >= 0 ? this.space.ranges.get(bases[found]!) : undefined
+    const range = found >= 0 ? this.space.rangeList[found] : undefined
     if (range === undefined || va + bytes > range.base + range.bytes) {
       return fail(call, "InvalidValue", `[0x${va.toString(16)}, +${bytes}) is not inside one reserved range`)
     }
@@ -800,7 +809,8 @@ const lowerBound = (offsets: ReadonlyArray<number>, offset: number): number => {
   return lo
 }
 
-const insertSorted = (xs: Array<number>, x: number): void => {
+/** Inserts `x`; returns where. */
+const insertSorted = (xs: Array<number>, x: number): number => {
   let lo = 0
   let hi = xs.length
   while (lo < hi) {
@@ -809,9 +819,11 @@ const insertSorted = (xs: Array<number>, x: number): void => {
     else hi = mid
   }
   xs.splice(lo, 0, x)
+  return lo
 }
 
-const removeSorted = (xs: Array<number>, x: number): void => {
+/** Removes `x`, which must be there; returns where it was. */
+const removeSorted = (xs: Array<number>, x: number): number => {
   let lo = 0
   let hi = xs.length
   while (lo < hi) {
@@ -819,5 +831,7 @@ const removeSorted = (xs: Array<number>, x: number): void => {
     if (xs[mid]! < x) lo = mid + 1
     else hi = mid
   }
-  if (xs[lo] === x) xs.splice(lo, 1)
+  if (xs[lo] !== x) throw new Error(`SimDriver: range base 0x${x.toString(16)} is not indexed`)
+  xs.splice(lo, 1)
+  return lo
 }
