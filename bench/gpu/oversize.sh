@@ -69,18 +69,26 @@ summary=$out/summary.txt
 # bytes is a property of the process and the device, not of the policy, so the bound uses the
 # largest overhead any control showed. A control whose drop is below the held bytes had its peak
 # fall between two samples (the replay holds its memory for a few milliseconds): it says so and
-# does not lower the bound.
+# does not lower the bound; each control is tried up to three times to catch its peak.
 overhead=0
 declare -A crcs cstarts cmins cns
+caught=0
 for policy in expandable gmlake; do
-  echo "## $policy: control (no 1 TB request)"
-  sample "$out/smi-$policy-control.csv" \
-    node .gpu/gmlake.mjs replay "$control" --policy "$policy" --device "$device" --repeat 5 --json > "$out/replay-$policy-control.json"
-  crcs[$policy]=$?
-  echo "exit ${crcs[$policy]}"; cat "$out/replay-$policy-control.json"
-  read -r cstart cmin cmax cn < <(stats "$out/smi-$policy-control.csv")
-  cstarts[$policy]=$cstart; cmins[$policy]=$cmin; cns[$policy]=$cn
-  o=$(( (cstart - cmin) - held_mib )); [ "$o" -gt "$overhead" ] && overhead=$o
+  # up to three tries each, until the sampler catches the control's peak
+  for try in 1 2 3; do
+    echo "## $policy: control (no 1 TB request), try $try"
+    sample "$out/smi-$policy-control.csv" \
+      node .gpu/gmlake.mjs replay "$control" --policy "$policy" --device "$device" --repeat 5 --json > "$out/replay-$policy-control.json"
+    crcs[$policy]=$?
+    echo "exit ${crcs[$policy]}"; cat "$out/replay-$policy-control.json"
+    read -r cstart cmin cmax cn < <(stats "$out/smi-$policy-control.csv")
+    cstarts[$policy]=$cstart; cmins[$policy]=$cmin; cns[$policy]=$cn
+    [ $((cstart - cmin)) -ge "$held_mib" ] && break
+  done
+  if [ $((cstart - cmin)) -ge "$held_mib" ]; then
+    caught=1
+    o=$(( (cstart - cmin) - held_mib )); [ "$o" -gt "$overhead" ] && overhead=$o
+  fi
 done
 for policy in expandable gmlake; do
   echo "## $policy: oversize"
@@ -96,6 +104,8 @@ for policy in expandable gmlake; do
   refused=$(grep -c '"ooms":[1-9]' "$out/replay-$policy.json")
   verdict=FAIL
   [ "$min" -ge "$bound" ] && [ "$refused" -ge 1 ] && verdict=PASS
+  # with no control's peak seen, the context's share is unknown: no verdict rather than a wrong one
+  [ "$verdict" = FAIL ] && [ "$caught" = 0 ] && [ "$refused" -ge 1 ] && verdict="NO VERDICT (no control run's peak was sampled)"
   cstart=${cstarts[$policy]}; cmin=${cmins[$policy]}
   cnote="-"; [ $((cstart - cmin)) -lt "$held_mib" ] && cnote="peak fell between samples"
   {
