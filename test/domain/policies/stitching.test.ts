@@ -35,16 +35,29 @@ interface Setup {
 }
 
 const setup = (
-  options: { capacity?: number; config?: Record<string, unknown>; faultRate?: number; seed?: number } = {}
+  options: {
+    capacity?: number
+    config?: Record<string, unknown>
+    faultRate?: number
+    seed?: number
+    /** Give the allocator the device's streams and events: cross-stream adoption is on. */
+    streams?: boolean
+    eventLatency?: number
+  } = {}
 ): Setup => {
   const sim = new SimDriver({
     record: true,
     capacity: options.capacity ?? GiB(80),
     faultRate: options.faultRate ?? 0,
-    seed: options.seed ?? 1
+    seed: options.seed ?? 1,
+    ...(options.eventLatency !== undefined ? { eventLatency: options.eventLatency } : {})
   })
   const port = new MeteredPort(sim)
-  return { sim, port, a: new StitchingAllocator(port, config(options.config)) }
+  if (options.streams === true) {
+    // streams 1 and 2, beside the default stream 0, as the programs use them
+    expect([sim.streamCreate(), sim.streamCreate()]).toEqual([1, 2])
+  }
+  return { sim, port, a: new StitchingAllocator(port, config(options.config), options.streams === true ? sim : undefined) }
 }
 
 /** Steps logged since `from`, of one kind. */
@@ -104,6 +117,7 @@ type Op =
   | { readonly kind: "free"; readonly pick: number; readonly deferred: boolean }
   | { readonly kind: "complete"; readonly pick: number }
   | { readonly kind: "emptyCache" }
+  | { readonly kind: "tick"; readonly n: number }
 
 // Sizes from anywhere in the range, and from a few that recur (as a training step's do), so that
 // freed stitched views come back into use.
@@ -138,7 +152,9 @@ const ops = (streams: number) =>
       },
       { weight: 2, arbitrary: fc.constant({ kind: "again" as const }) },
       { weight: 1, arbitrary: fc.record({ kind: fc.constant("complete" as const), pick: fc.nat() }) },
-      { weight: 1, arbitrary: fc.constant({ kind: "emptyCache" as const }) }
+      { weight: 1, arbitrary: fc.constant({ kind: "emptyCache" as const }) },
+      // the device's clock: events recorded on a stream complete some ticks later
+      { weight: 2, arbitrary: fc.record({ kind: fc.constant("tick" as const), n: fc.integer({ min: 1, max: 16 }) }) }
     ),
     { minLength: 1, maxLength: 200, size: "max" }
   )
@@ -270,6 +286,9 @@ const run = (
       case "emptyCache":
         a.emptyCache()
         break
+      case "tick":
+        sim.tick(o.n)
+        break
     }
     checkInvariants(s, model)
   }
@@ -283,6 +302,8 @@ const drain = ({ a, sim }: Setup, { live, pending }: Model): void => {
   a.checkIntegrity()
   a.emptyCache()
   a.checkIntegrity()
+  // the streams a setup with streams made (events are the allocator's, gone with emptyCache)
+  for (const st of [1, 2]) if (sim.isStream(st)) sim.streamDestroy(st)
   expect(sim.ledger()).toEqual(emptyLedger)
   expect(a.reserved()).toBe(0)
 }
@@ -305,6 +326,40 @@ describe("stitching: invariants on random operation streams", () => {
         drain(s, run(s, program, false))
       }),
       { numRuns: 120 }
+    )
+  })
+
+  it("three streams with cross-stream adoption, any event latency, any configuration", () => {
+    fc.assert(
+      fc.property(
+        capacity,
+        configs,
+        fc.constantFrom(0, 1, 8, 64),
+        fc.integer({ min: 2, max: 3 }).chain(ops),
+        (cap, cfg, eventLatency, program) => {
+          const s = setup({ capacity: cap, config: cfg, streams: true, eventLatency })
+          drain(s, run(s, program, false))
+        }
+      ),
+      { numRuns: 120 }
+    )
+  })
+
+  it("three streams with cross-stream adoption, driver calls failing at random", () => {
+    fc.assert(
+      fc.property(
+        capacity,
+        configs,
+        fc.constantFrom(0, 8),
+        fc.double({ min: 0.01, max: 0.3, noNaN: true }),
+        fc.nat(),
+        fc.integer({ min: 2, max: 3 }).chain(ops),
+        (cap, cfg, eventLatency, faultRate, seed, program) => {
+          const s = setup({ capacity: cap, config: cfg, faultRate, seed, streams: true, eventLatency })
+          drain(s, run(s, program, true))
+        }
+      ),
+      { numRuns: 80 }
     )
   })
 
