@@ -41,12 +41,12 @@
  * (`Segments.wholeFreed` counts them): a free inside a chunk still partly used records nothing and
  * polls nothing. The labels stay what they were (an event covers every free before it), so safety
  * is unchanged. On a device that keeps up with the allocator every event has completed by the next
- * free, so each guarded free costs a query, a destroy and a record: on gpt2_streams 70,719 event
- * calls became 18,264 (through koffi on the GPU, about a microsecond each), with the same peak at
- * every event latency and on the synthetic traces no cell worse (one better;
- * `bench/cross-stream-latency.ts`). A completed event is kept (a few at most) and recorded again
- * (`cuEventRecord` on an existing event) where the port can, instead of destroying it and creating
- * the next: on the GPU a guarded free then costs a query and a record, not four calls. Coarser pacing (one event per 4 or 64 guarded frees) cost up to
+ * free, so a guarded free would cost a query, a destroy, a create and a record. A completed event is
+ * therefore kept (a few at most) and recorded again (`cuEventRecord` on an existing event) where the
+ * port can: a guarded free costs a query and a record. On gpt2_streams the event calls of a replay
+ * went from 70,719 to 12,178 (each through koffi on the GPU, about a microsecond), with the same peak
+ * at every event latency and, on the synthetic traces, no cell worse and one better
+ * (`bench/cross-stream-latency.ts`). Coarser pacing (one event per 4 or 64 guarded frees) cost up to
  * 5 points of utilization on the synthetic traces, so every such free keeps its event. And when an
  * adoption finds frees not yet covered, the event it records is queried at once: a device that
  * keeps up has passed it already, and its chunks can move in this very adoption.

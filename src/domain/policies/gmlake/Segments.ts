@@ -264,7 +264,11 @@ export class Segments {
     return re > rs ? re - rs : 0
   }
 
-  /** Whole chunks of segment `seg` inside [a, b), a span of blocks: [rs, re); returns their bytes. */
+  /**
+   * Whole chunks of segment `seg` inside [a, b), a span of blocks: [rs, re); returns their bytes.
+   * The same computation as `runOfBlock`, for spans that are not one block (the slow path's
+   * callers); kept apart so that the hot path passes no address (Note [Small arguments]).
+   */
   runOf(seg: number, a: number, b: number): number {
     let c = this.chunkAt(seg, a)
     const rs = this.cStart[c] === a ? a : this.cStart[c]! + this.cSize[c]!
@@ -552,6 +556,7 @@ export class Segments {
       body -= s
     }
     if (tail > 0) sizes.push(tail)
+    // executeMap empties `handles` and fills it with the chunks it creates
     const handles = this.growHandles
     const at: number = executeMap(port, { reserve: va, at: fresh ? 0 : this.segEnd[seg]!, sizes, handles, create: true })
     if (fresh) seg = this.newSegment(at, va, stream)

@@ -12,8 +12,8 @@
  * chunk the request reaches into needs to be free only as far as it reaches. Whole chunks are
  * checked first (a flag each; Note [Failed view memo] skips most walks), the partly free ends last
  * (a block lookup each). Checking at that moment, on the slow path, costs nothing on the hot
- * path, where keeping a per-view count of busy chunks up to date cost a tenth of the replay time. The request takes the view's first bytes;
- * chunks past them stay free in their segments (they are no part of the block). A hit makes no
+ * path, where keeping a per-view count of busy chunks up to date cost a tenth of the replay time.
+ * The request takes the view's first bytes; chunks past them stay free in their segments (they are no part of the block). A hit makes no
  * driver call at all. Views are evicted, least recently released first, when the cached ones pass
  * `maxCachedStitchedBytes`; all of them under pressure and by `emptyCache`; and any that maps a
  * chunk given back to the driver. Eviction unmaps and frees the view's range only (one unmap over

@@ -351,6 +351,18 @@ export class StitchingAllocator implements Allocator {
    * saves is too little for the chunks the view would map, Note [Stitch saving]). Either way the new
    * memory is rounded up to the granule only, and what the request leaves of the last granule
    * stays free for the next.
+   *
+   * Note [Stitch saving]
+   * --------------------
+   * A stitch for the shortfall saves `grow - shortfall` bytes of new memory and costs a map per
+   * chunk it gathers (and a set access that costs per chunk on the GPU), every time the step
+   * repeats it. With `minStitchSavingBytes` above 0 the allocator grows instead when the saving
+   * is below that many bytes per chunk the view would map (the free chunks a stitch would take,
+   * counted by a dry selection, plus one new chunk): memory for driver calls, chosen by the user.
+   * Off by default: on the bundled traces no threshold keeps every trace at 0.98 utilization while
+   * it cuts the bill where the bill is high (llama1b_ckpt_varlen, 8 MiB: 5,649 calls to 2,992, 154 to
+   * 38 in the second half, 0.9818 to 0.9747 utilization;
+   * `bench/results/2026-12-02-driver-bill-tradeoffs.md`).
    */
   private acquire(pool: StreamPool, rr: number, size: number, stream: number, adopt = true): BlockId {
     const x = pool.free.bestFit(rr)
@@ -393,19 +405,6 @@ export class StitchingAllocator implements Allocator {
     return this.stitch(rr, size, stream)
   }
 
-  /**
-   * Note [Stitch saving]
-   * --------------------
-   * A stitch for the shortfall saves `grow - shortfall` bytes of new memory and costs a map per
-   * chunk it gathers (and a set access that costs per chunk on the GPU), every time the step
-   * repeats it. With `minStitchSavingBytes` above 0 the allocator grows instead when the saving
-   * is below that many bytes per chunk the view would map (the free chunks a stitch would take,
-   * counted by a dry selection, plus one new chunk): memory for driver calls, chosen by the user.
-   * Off by default: on the bundled traces no threshold keeps every trace at 0.98 utilization while
-   * it cuts the bill where the bill is high (llama1b_ckpt_varlen, 8 MiB: 5,649 calls to 2,992, 154 to
-   * 38 in the second half, 0.9818 to 0.9747 utilization;
-   * `bench/results/2026-12-02-driver-bill-tradeoffs.md`).
-   */
   /** Stitches a new view for `rr` bytes (after `gather`) and claims its block. */
   private stitch(rr: number, size: number, stream: number): BlockId {
     const list: Array<number> = []
