@@ -121,8 +121,46 @@ export const estimateRangeMicros = (kind: "setAccess" | "memUnmap", mappingBytes
   return us
 }
 
-/** Memo tables by granularity, shared by every `LatencyTable` (Note [Shared latency memo]). */
-const memos = new Map<number, Record<DriverCallKind, Map<number, number>>>()
+/** Memo rows by granularity, shared by every `LatencyTable` (Note [Shared latency memo]). */
+const memos = new Map<number, Record<DriverCallKind, LatencyRow>>()
+
+/** Sizes below this many granules are memoized in a typed array; larger ones in a map. */
+const SMALL = 2048
+
+/**
+ * The memo of one call kind (Note [Shared latency memo]): `estimateMicros(kind, bytes)` for sizes
+ * of whole granules, up to 64 Ki granules.
+ * @category constructors
+ */
+export class LatencyRow {
+  private readonly kind: DriverCallKind
+  private readonly granularity: number
+  /** By size in granules, below `SMALL`; NaN where not costed yet. */
+  private readonly small: Float64Array
+  /** Larger sizes, by granules. */
+  private readonly large = new Map<number, number>()
+  constructor(kind: DriverCallKind, granularity: number) {
+    this.kind = kind
+    this.granularity = granularity
+    this.small = new Float64Array(SMALL).fill(Number.NaN)
+  }
+  micros(bytes: number): number {
+    const g = bytes / this.granularity
+    if (g > 0 && g < SMALL && Number.isInteger(g)) {
+      const v = this.small[g]!
+      if (v === v) return v
+      const us = estimateMicros(this.kind, bytes)
+      this.small[g] = us
+      return us
+    }
+    if (!(g > 0 && g < 65536 && Number.isInteger(g))) return estimateMicros(this.kind, bytes)
+    const v = this.large.get(g)
+    if (v !== undefined) return v
+    const us = estimateMicros(this.kind, bytes)
+    this.large.set(g, us)
+    return us
+  }
+}
 
 /**
  * A memo of `estimateMicros` by size in granules, for the metering hot path: sizes repeat (a
@@ -131,44 +169,43 @@ const memos = new Map<number, Record<DriverCallKind, Map<number, number>>>()
  * Note [Shared latency memo]
  * --------------------------
  * Every replay builds a fresh metering port, and so a fresh table; a table of its own started
- * cold each time and, as arrays indexed by granules (a segment's reservation is tens of
+ * cold each time and, as JS arrays indexed by granules (a segment's reservation is tens of
  * thousands of granules), fell into V8's dictionary mode on its first large size. The figures
  * depend only on the call kind and the size, so the tables of one granularity share one memo,
- * kept as maps keyed by granules (small integers, hashed fast), and a replay finds every size
- * it has seen before already costed.
+ * and a replay finds every size it has seen before already costed. Each kind has a row of its
+ * own (`row`), which the metering port holds in a field per kind, so that its calls are
+ * monomorphic and need no lookup by kind; a row keeps sizes under 2,048 granules (4 GiB at
+ * 2 MiB: every chunk and mapping size a policy makes) in a typed array, which cannot fall into
+ * dictionary mode and is read without hashing, and larger ones (reservations) in a map keyed by
+ * granules (small integers, hashed fast).
  * @category constructors
  */
 export class LatencyTable {
-  private readonly granularity: number
-  private readonly memo: Record<DriverCallKind, Map<number, number>>
+  private readonly rows: Record<DriverCallKind, LatencyRow>
   constructor(granularity: number) {
-    this.granularity = granularity
-    let memo = memos.get(granularity)
-    if (memo === undefined) {
-      memo = {
-        memCreate: new Map(),
-        memRelease: new Map(),
-        addressReserve: new Map(),
-        addressFree: new Map(),
-        memMap: new Map(),
-        memUnmap: new Map(),
-        setAccess: new Map(),
-        memAlloc: new Map(),
-        memFree: new Map()
+    let rows = memos.get(granularity)
+    if (rows === undefined) {
+      rows = {
+        memCreate: new LatencyRow("memCreate", granularity),
+        memRelease: new LatencyRow("memRelease", granularity),
+        addressReserve: new LatencyRow("addressReserve", granularity),
+        addressFree: new LatencyRow("addressFree", granularity),
+        memMap: new LatencyRow("memMap", granularity),
+        memUnmap: new LatencyRow("memUnmap", granularity),
+        setAccess: new LatencyRow("setAccess", granularity),
+        memAlloc: new LatencyRow("memAlloc", granularity),
+        memFree: new LatencyRow("memFree", granularity)
       }
-      memos.set(granularity, memo)
+      memos.set(granularity, rows)
     }
-    this.memo = memo
+    this.rows = rows
+  }
+  /** The memo of one kind. */
+  row(kind: DriverCallKind): LatencyRow {
+    return this.rows[kind]
   }
   /** `estimateMicros(kind, bytes)`, memoized for sizes of up to 64 Ki granules. */
   micros(kind: DriverCallKind, bytes: number): number {
-    const g = bytes / this.granularity
-    if (!(g > 0 && g < 65536 && Number.isInteger(g))) return estimateMicros(kind, bytes)
-    const row = this.memo[kind]
-    const v = row.get(g)
-    if (v !== undefined) return v
-    const us = estimateMicros(kind, bytes)
-    row.set(g, us)
-    return us
+    return this.rows[kind].micros(bytes)
   }
 }

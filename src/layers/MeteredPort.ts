@@ -8,7 +8,7 @@
  * @since 0.1.0
  */
 import type { DriverCallKind, DriverPort } from "../domain/DriverPort.ts"
-import { LatencyTable, rangeCallBase } from "../domain/Latency.ts"
+import { type LatencyRow, LatencyTable, rangeCallBase } from "../domain/Latency.ts"
 import type { Address, ChunkHandle } from "../domain/Units.ts"
 
 /** A port that knows the mappings made through it (`HandleRegistry`). @category models */
@@ -60,9 +60,22 @@ export class MeteredPort implements DriverPort {
    * access or an unmap over a range costs per mapping in it (Note [Driver-time model]).
    */
   private readonly mapBytes = new Map<number, number>()
-  /** The mappings an inner tracking port keeps anyway, when it is one (no second index then). */
-  private readonly innerIndex: ((va: number) => number | undefined) | undefined
-  private readonly latency: LatencyTable
+  /**
+   * The mappings an inner tracking port keeps anyway, when it is one (no second index then).
+   * Called as a method, not through a bound function: every replay builds a new port, and a new
+   * bound function each time made the call site in `rangeMicros` megamorphic (never inlined).
+   */
+  private readonly innerIndex: MappingIndex | undefined
+  /** The latency memo, a row per kind (Note [Shared latency memo]). */
+  private readonly memCreateUs: LatencyRow
+  private readonly memReleaseUs: LatencyRow
+  private readonly addressReserveUs: LatencyRow
+  private readonly addressFreeUs: LatencyRow
+  private readonly memMapUs: LatencyRow
+  private readonly memUnmapUs: LatencyRow
+  private readonly setAccessUs: LatencyRow
+  private readonly memAllocUs: LatencyRow
+  private readonly memFreeUs: LatencyRow
 
   readonly inner: DriverPort
 
@@ -70,9 +83,17 @@ export class MeteredPort implements DriverPort {
     this.inner = inner
     this.granularity = inner.granularity
     this.capacity = inner.capacity
-    this.latency = new LatencyTable(inner.granularity)
-    const index = (inner as Partial<MappingIndex>).mappingBytes
-    this.innerIndex = typeof index === "function" ? index.bind(inner) : undefined
+    const latency = new LatencyTable(inner.granularity)
+    this.memCreateUs = latency.row("memCreate")
+    this.memReleaseUs = latency.row("memRelease")
+    this.addressReserveUs = latency.row("addressReserve")
+    this.addressFreeUs = latency.row("addressFree")
+    this.memMapUs = latency.row("memMap")
+    this.memUnmapUs = latency.row("memUnmap")
+    this.setAccessUs = latency.row("setAccess")
+    this.memAllocUs = latency.row("memAlloc")
+    this.memFreeUs = latency.row("memFree")
+    this.innerIndex = typeof (inner as Partial<MappingIndex>).mappingBytes === "function" ? inner as DriverPort & MappingIndex : undefined
   }
 
   private grow(bytes: number): void {
@@ -94,18 +115,19 @@ export class MeteredPort implements DriverPort {
   private rangeMicros(kind: "setAccess" | "memUnmap", va: number, bytes: number, drop: boolean): number {
     const g = this.granularity
     const base = rangeCallBase[kind]
+    const latency = kind === "setAccess" ? this.setAccessUs : this.memUnmapUs
     const index = this.innerIndex
     let us = base
     let at = va / g
     const end = (va + bytes) / g
     while (at < end) {
-      const len = index !== undefined ? index(at * g) : this.mapBytes.get(at)
+      const len = index !== undefined ? index.mappingBytes(at * g) : this.mapBytes.get(at)
       if (len === undefined) {
-        us += (end - at) * (this.latency.micros(kind, g) - base)
+        us += (end - at) * (latency.micros(g) - base)
         break
       }
       if (drop && index === undefined) this.mapBytes.delete(at)
-      us += this.latency.micros(kind, len) - base
+      us += latency.micros(len) - base
       at += len / g
     }
     return us
@@ -115,7 +137,7 @@ export class MeteredPort implements DriverPort {
     this.calls.memCreate++
     this.total++
     const h = this.inner.memCreate(bytes)
-    const us = this.latency.micros("memCreate", bytes)
+    const us = this.memCreateUs.micros(bytes)
     this.micros += us
     this.microsByKind.memCreate += us
     this.chunkBytes.set(h, bytes)
@@ -128,7 +150,7 @@ export class MeteredPort implements DriverPort {
     this.inner.memRelease(handle)
     const bytes = this.chunkBytes.get(handle) ?? 0
     this.chunkBytes.delete(handle)
-    const us = this.latency.micros("memRelease", bytes)
+    const us = this.memReleaseUs.micros(bytes)
     this.micros += us
     this.microsByKind.memRelease += us
     // Counted as given back at release: the allocator has let go of it, even if a mapping it
@@ -139,7 +161,7 @@ export class MeteredPort implements DriverPort {
     this.calls.addressReserve++
     this.total++
     const va = this.inner.addressReserve(bytes)
-    const us = this.latency.micros("addressReserve", bytes)
+    const us = this.addressReserveUs.micros(bytes)
     this.micros += us
     this.microsByKind.addressReserve += us
     return va
@@ -148,7 +170,7 @@ export class MeteredPort implements DriverPort {
     this.calls.addressFree++
     this.total++
     this.inner.addressFree(va, bytes)
-    const us = this.latency.micros("addressFree", bytes)
+    const us = this.addressFreeUs.micros(bytes)
     this.micros += us
     this.microsByKind.addressFree += us
   }
@@ -156,7 +178,7 @@ export class MeteredPort implements DriverPort {
     this.calls.memMap++
     this.total++
     this.inner.memMap(va, bytes, handle)
-    const us = this.latency.micros("memMap", bytes)
+    const us = this.memMapUs.micros(bytes)
     this.micros += us
     this.microsByKind.memMap += us
     if (this.innerIndex === undefined) this.mapBytes.set(va / this.granularity, bytes)
@@ -183,7 +205,7 @@ export class MeteredPort implements DriverPort {
     this.calls.memAlloc++
     this.total++
     const va = this.inner.memAlloc(bytes)
-    const us = this.latency.micros("memAlloc", bytes)
+    const us = this.memAllocUs.micros(bytes)
     this.micros += us
     this.microsByKind.memAlloc += us
     this.allocBytes.set(va, bytes)
@@ -196,7 +218,7 @@ export class MeteredPort implements DriverPort {
     this.inner.memFree(va)
     const bytes = this.allocBytes.get(va) ?? 0
     this.allocBytes.delete(va)
-    const us = this.latency.micros("memFree", bytes)
+    const us = this.memFreeUs.micros(bytes)
     this.micros += us
     this.microsByKind.memFree += us
     this.reserved -= bytes
