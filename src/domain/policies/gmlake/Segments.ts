@@ -355,14 +355,15 @@ export class Segments {
   carve(x: number, head: number, bytes: number): number {
     const seg = this.bSeg[x]!
     const a = this.bStart[x]!
-    const b = a + this.bSize[x]!
+    const size = this.bSize[x]!
+    const b = a + size
     const p = a + head
     const q = p + bytes
-    this.removeFree(x)
+    const run = this.bRun[x]!
     // The pieces left free hold whole chunks only if `x` did, and only of its run.
     let leftRun = 0
     let rightRun = 0
-    if (this.bRun[x]! > 0) {
+    if (run > 0) {
       this.runOfBlock(x)
       const rs = this.rs
       const re = this.re
@@ -386,23 +387,38 @@ export class Segments {
         }
       }
     }
+    // Note [Replace in place] in `BestFit.ts`: `x` leaves the free index and the first piece left
+    // free takes its place there, in one step; the bytes and runs are counted as a removal and
+    // insertions would count them.
+    const pool = this.pools[this.segStream[seg]!]!
+    pool.freeBytes -= bytes
+    pool.runBytes += leftRun + rightRun - run
     let used: number
+    let r = -1
     if (p > a) {
       this.bSize[x] = p - a
-      this.insertFree(x, leftRun)
+      this.bRun[x] = leftRun
+      pool.free.replace(x, size, a, x, p - a, a)
       used = this.newBlockAfter(x, bytes, USED)
+      if (q < b) {
+        r = this.newBlockAfter(used, b - q, FREE)
+        this.bRun[r] = rightRun
+        pool.free.insert(r, b - q, q)
+      }
     } else {
-      this.bSize[x] = q - p
+      this.bSize[x] = bytes
       this.bState[x] = USED
       this.bRun[x] = 0
       used = x
+      if (q < b) {
+        r = this.newBlockAfter(used, b - q, FREE)
+        this.bRun[r] = rightRun
+        pool.free.replace(x, size, a, r, b - q, q)
+      } else {
+        pool.free.remove(x, size, a)
+      }
     }
-    this.lastRight = -1
-    if (q < b) {
-      const r = this.newBlockAfter(used, b - q, FREE)
-      this.insertFree(r, rightRun)
-      this.lastRight = r
-    }
+    this.lastRight = r
     return used
   }
 
@@ -413,16 +429,31 @@ export class Segments {
     const e = s + this.bSize[y]!
     let a = s
     let b = e
+    // Note [Replace in place] in `BestFit.ts`: the merged block takes the place of a free
+    // neighbour in the free index (the left one if both), in one step.
+    const pool = this.pools[this.segStream[seg]!]!
+    let merged = -1
+    let oldSize = 0
+    let oldTie = 0
     const L = this.bPrev[y]!
     if (L >= 0 && this.bState[L] === FREE && this.bStart[L]! + this.bSize[L]! === s) {
-      this.removeFree(L)
-      a = this.bStart[L]!
+      merged = L
+      oldSize = this.bSize[L]!
+      oldTie = a = this.bStart[L]!
+      pool.freeBytes -= oldSize
+      pool.runBytes -= this.bRun[L]!
       this.unlinkBlock(L)
     }
     const R = this.bNext[y]!
     if (R >= 0 && this.bState[R] === FREE && this.bStart[R] === e) {
-      this.removeFree(R)
       b = e + this.bSize[R]!
+      if (merged < 0) {
+        merged = R
+        oldSize = this.bSize[R]!
+        oldTie = e
+        pool.freeBytes -= oldSize
+        pool.runBytes -= this.bRun[R]!
+      } else this.removeFree(R)
       this.unlinkBlock(R)
     }
     this.bStart[y] = a
@@ -446,7 +477,11 @@ export class Segments {
         }
       }
     }
-    this.insertFree(y, run)
+    this.bRun[y] = run
+    pool.freeBytes += b - a
+    pool.runBytes += run
+    if (merged >= 0) pool.free.replace(merged, oldSize, oldTie, y, b - a, a)
+    else pool.free.insert(y, b - a, a)
   }
 
   private isFreeOver(x: number, seg: number, p: number, q: number): boolean {

@@ -118,6 +118,63 @@ export class BestFit {
     return true
   }
 
+  /**
+   * Replaces the entry (size, tie) holding `id` with (`newId`, `newSize`, `newTie`); returns
+   * whether it was there (if not, nothing changes). The same order as `remove` then `insert`
+   * (Note [Replace in place]).
+   *
+   * Note [Replace in place]
+   * -----------------------
+   * Splitting a free block and merging freed neighbours take one entry out and put one back,
+   * usually near where it was (a block a little smaller or larger). Done as one step, the entries
+   * between the two places move by one, once, and the new place is found in one search; a
+   * `remove` and an `insert` each search and each move the whole tail past their place. The new
+   * place among the other entries is the lower bound of the new key in the full column, less one
+   * when it lies past the old entry (the old entry, smaller than the new key, counted in it);
+   * equal keys keep the order `insert` gives them (first among equals).
+   */
+  replace(id: number, size: number, tie: number, newId: number, newSize: number, newTie: number): boolean {
+    let i = this.lowerBound(size, tie)
+    const n = this.n
+    const sizes = this.sizes
+    const ties = this.ties
+    const ids = this.ids
+    while (i < n && ids[i] !== id) {
+      if (sizes[i] !== size || ties[i] !== tie) return false
+      i++
+    }
+    if (i >= n) return false
+    let j = this.lowerBound(newSize, newTie)
+    if (j > i) {
+      j--
+      if (j - i > LOOP_MOVE) {
+        sizes.copyWithin(i, i + 1, j + 1)
+        ties.copyWithin(i, i + 1, j + 1)
+        ids.copyWithin(i, i + 1, j + 1)
+      } else {
+        for (let k = i; k < j; k++) {
+          sizes[k] = sizes[k + 1]!
+          ties[k] = ties[k + 1]!
+          ids[k] = ids[k + 1]!
+        }
+      }
+    } else if (i - j > LOOP_MOVE) {
+      sizes.copyWithin(j + 1, j, i)
+      ties.copyWithin(j + 1, j, i)
+      ids.copyWithin(j + 1, j, i)
+    } else {
+      for (let k = i; k > j; k--) {
+        sizes[k] = sizes[k - 1]!
+        ties[k] = ties[k - 1]!
+        ids[k] = ids[k - 1]!
+      }
+    }
+    sizes[j] = newSize
+    ties[j] = newTie
+    ids[j] = newId
+    return true
+  }
+
   /** Position of the smallest entry of at least `size` bytes (lowest tie first), or -1. */
   findIndex(size: number): number {
     const i = this.lowerBound(size, -Infinity)
