@@ -15,7 +15,7 @@ import { type AllocationsFailed, UsageError } from "./Errors.ts"
 import * as Options from "./Options.ts"
 import { loadTraceWithProgress, withReplayProgress } from "./Progress.ts"
 import { isComplete } from "./Render.ts"
-import { printReports, replayAll, resolvePolicyOptions } from "./ReplayCommand.ts"
+import { printReports, replayAll, resolvePolicyOptions, WARM_EVENTS } from "./ReplayCommand.ts"
 import { renderTable } from "./Table.ts"
 
 /**
@@ -44,7 +44,8 @@ const run = (
     readonly json: boolean
     readonly config: Option.Option<string>
     readonly repeat: number
-    readonly warmup: number
+    /** Untimed replays per policy; none: `warmReplays` of each trace (Note [Warm by events]). */
+    readonly warmup: number | Option.Option<number>
     readonly countOoms: boolean
     readonly deviceIndex: Option.Option<number>
   }
@@ -54,11 +55,12 @@ const run = (
     const files = o.traces.length > 0 ? o.traces : bundledTraces()
     if (files.length === 0) return yield* new UsageError({ where: command, detail: "no traces given and none found in ./traces" })
     const policy = yield* resolvePolicyOptions(o.config, Option.none(), o.policies)
+    const warmup = typeof o.warmup === "number" ? o.warmup : Option.getOrUndefined(o.warmup)
     const all: Array<ReplayReport> = []
     let failure: AllocationsFailed | undefined
     for (const file of files) {
       const trace = yield* loadTraceWithProgress(file, Option.getOrUndefined(o.deviceIndex), o.json)
-      const reports = yield* withReplayProgress(`replaying ${trace.workload}`, o.json, replayAll(trace, o.policies, { policy }, o.repeat, o.warmup))
+      const reports = yield* withReplayProgress(`replaying ${trace.workload}`, o.json, replayAll(trace, o.policies, { policy }, o.repeat, warmup))
       all.push(...reports)
       // Every trace is shown; the first failed one decides the exit (Note [Failed runs]).
       const printed = yield* Effect.flip(printReports(command, trace, reports, o.json, o.countOoms)).pipe(
@@ -84,7 +86,13 @@ const run = (
         ]
       })
       yield* Console.log(
-        `summary over ${files.length} traces${bench ? ` (ns/event: median of ${o.repeat} replays after ${o.warmup} untimed)` : ""}`
+        `summary over ${files.length} traces${
+          bench
+            ? ` (ns/event: median of ${o.repeat} replays after ${
+              warmup === undefined ? `untimed ones of ${WARM_EVENTS.toLocaleString("en-US")} events (5 to 60 replays)` : `${warmup} untimed`
+            } per policy)`
+            : ""
+        }`
       )
       yield* Console.log(renderTable(["policy", "mean util", "worst util", "ns/event", "sum of peaks"], rows))
       // The speed acceptance is a ratio from one run (Note [Interleaved rounds]): say it.
@@ -109,7 +117,7 @@ const flags = (bench: boolean) => ({
   json: Options.json,
   config: Options.config,
   repeat: Options.repeat(bench ? 5 : 1, `replays per policy; ns/event is their median (default ${bench ? 5 : 1})`),
-  warmup: Options.warmup(bench ? 5 : 0),
+  warmup: bench ? Options.warmupByEvents : Options.warmup(0),
   countOoms: Options.countOoms,
   deviceIndex: Options.deviceIndex
 })
@@ -125,6 +133,6 @@ export const compare = Command.make("compare", flags(false), (o) => run(false, o
 /** `gmlake bench`. @category commands */
 export const bench = Command.make("bench", flags(true), (o) => run(true, o)).pipe(
   Command.withDescription(
-    "compare, with ns/event as the median of --repeat replays after --warmup untimed ones (5 and 5 by default)"
+    "compare, with ns/event as the median of --repeat replays (5 by default) after --warmup untimed ones (by default as many as make 1,000,000 events, 5 to 60)"
   )
 )

@@ -199,6 +199,17 @@ export const repeat = (fallback: number, description: string) =>
 export const warmup = (fallback: number) =>
   count("warmup", 0, 1000, `untimed replays before the timed ones (default ${fallback})`).pipe(Flag.withDefault(fallback))
 
+/**
+ * `--warmup N` where its absence means as many untimed replays as make `WARM_EVENTS` events
+ * (Note [Warm by events] in `ReplayCommand.ts`). @category flags
+ */
+export const warmupByEvents = count(
+  "warmup",
+  0,
+  1000,
+  "untimed replays before the timed ones (default: as many as make 1,000,000 events, from 5 to 60)"
+).pipe(Flag.optional)
+
 /** A bounded count with a default. @category flags */
 export const countWithDefault = (name: string, min: number, max: number, fallback: number, description: string) =>
   count(name, min, max, `${description} (default ${fallback})`).pipe(Flag.withDefault(fallback))

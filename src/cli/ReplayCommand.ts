@@ -70,10 +70,40 @@ const median = (xs: ReadonlyArray<number>) => {
   return s[Math.floor(s.length / 2)]!
 }
 
+/** Events every policy replays untimed before `bench` times it (Note [Warm by events]). @category replay */
+export const WARM_EVENTS = 1_000_000
+
+/**
+ * The untimed replays of a trace of `events` events that make `WARM_EVENTS` events, and at least 5.
+ *
+ * Note [Warm by events]
+ * ---------------------
+ * A policy's code is compiled over its first replays, by compiler threads that share this
+ * machine's two cores with the replay, and a larger policy takes longer: on gpt2_fixed (23,821
+ * events) gmlake's replays ran at 2,268, 1,499, 629, 679 and 369 ns/event before settling near
+ * 250-320, while caching settled after three. Five untimed replays were warm on the long traces
+ * and not on the short ones: `bench` gave gmlake/caching on gpt2_fixed as 1.39-2.33x with five,
+ * 1.09-1.22x with twenty and 1.06-1.17x with forty (three runs each, 2026-12-02). On
+ * llama1b_ckpt_varlen gmlake's code was still being optimized (`--trace-opt`: its growth and
+ * stitch paths, which run only in a replay's first steps) up to the 14th replay, about 900,000
+ * events, with replays at twice the settled time in between. So the warm-up is counted in events,
+ * the same amount of work on every trace: a million events, 42 replays of gpt2_fixed and 16 of
+ * llama1b_ckpt_varlen (at least 5, at most 60).
+ * @category replay
+ */
+export const warmReplays = (events: number): number =>
+  Math.min(WARM_REPLAYS_MAX, Math.max(5, Math.ceil(WARM_EVENTS / Math.max(1, events))))
+
+/**
+ * At most this many untimed replays: a trace of a few events costs more per replay in setting up
+ * the device and allocator than in its events, and is warm long before a million.
+ */
+const WARM_REPLAYS_MAX = 60
+
 /**
  * Replays one trace under several policies on the simulated device, `repeat` times each (median
  * ns/event), after `warmup` untimed replays (the JIT compiles a policy's code over its first
- * replays; PyTorch's anchors likewise give a warm figure).
+ * replays; PyTorch's anchors likewise give a warm figure); `undefined`: `warmReplays` of the trace.
  *
  * Note [Interleaved rounds]
  * -------------------------
@@ -89,10 +119,11 @@ export const replayAll = (
   policies: ReadonlyArray<PolicyName>,
   options: { readonly sim?: SimDriverOptions; readonly policy?: PolicyOptions; readonly verify?: boolean },
   repeat: number,
-  warmup = 0
+  warmup: number | undefined
 ) =>
   Effect.gen(function*() {
-    for (let i = 0; i < warmup; i++) for (const policy of policies) yield* replaySim(trace, policy, options)
+    const untimed = warmup ?? warmReplays(trace.length)
+    for (let i = 0; i < untimed; i++) for (const policy of policies) yield* replaySim(trace, policy, options)
     const runs: Array<Array<ReplayReport>> = policies.map(() => [])
     for (let i = 0; i < repeat; i++) {
       for (let k = 0; k < policies.length; k++) runs[k]!.push(yield* replaySim(trace, policies[k]!, options))
@@ -222,7 +253,7 @@ export const replay = Command.make(
       const reports = yield* withReplayProgress(
         `replaying ${trace.workload}`,
         o.json,
-        replayAll(trace, o.policies, { sim, policy, verify: o.verify }, o.repeat)
+        replayAll(trace, o.policies, { sim, policy, verify: o.verify }, o.repeat, 0)
       )
       yield* printReports("replay", trace, reports, o.json, o.countOoms)
       yield* checkBytes(reports, o.json)

@@ -68,6 +68,14 @@ describe("gmlake command line", () => {
     expect(table[4]).toMatch(/\s\d+\.\d\dx\s+\d+\.\d\dx$/)
   })
 
+  it("bench warms every policy up by events unless told how many replays (Note [Warm by events])", () => {
+    const r = gmlake("bench", small, multi, "--policy", "gmlake,caching", "--repeat", "1")
+    expect(r.code).toBe(0)
+    expect(r.out).toContain("(ns/event: median of 1 replays after untimed ones of 1,000,000 events (5 to 60 replays) per policy)")
+    const told = gmlake("bench", small, multi, "--policy", "gmlake,caching", "--repeat", "1", "--warmup", "2")
+    expect(told.out).toContain("(ns/event: median of 1 replays after 2 untimed per policy)")
+  })
+
   it("prints a readable table by default, sizes in binary units, the comparison column named", async () => {
     const r = await gmlakeIn(["replay", small, "--policy", "gmlake"])
     expect(r.code).toBe(0)
