@@ -1,7 +1,8 @@
 /**
  * The best-fit index against a shadow model: a plain array of (size, tie, id) kept sorted the way
  * `insert` orders equal keys (first among equals), on random streams of insert, remove and
- * replace (Note [Replace in place]); every operation's result and the whole order are compared.
+ * replace (Note [Replace in place]), and of the keyed methods (Note [Keyed entries]); every
+ * operation's result and the whole order are compared.
  */
 import { describe, expect, it } from "@effect/vitest"
 import * as fc from "fast-check"
@@ -79,6 +80,72 @@ describe("BestFit", () => {
           const want = sh.xs.find((e) => e.size >= s)
           expect(bf.bestFit(s)).toBe(want === undefined ? -1 : want.id)
         }
+      }),
+      { numRuns: 400 }
+    )
+  })
+
+  it("the keyed methods read keys from the owner's arrays and agree with the shadow model", () => {
+    const keyed = fc.oneof(
+      fc.record({ k: fc.constant("insert" as const), size: fc.integer({ min: 0, max: 40 }), tie: fc.integer({ min: 0, max: 6 }) }),
+      fc.record({ k: fc.constant("remove" as const), pick: fc.nat() }),
+      fc.record({ k: fc.constant("removeAt" as const), pick: fc.nat() }),
+      fc.record({
+        k: fc.constant("move" as const),
+        pick: fc.nat(),
+        size: fc.integer({ min: 0, max: 40 }),
+        tie: fc.integer({ min: 0, max: 6 }),
+        sameId: fc.boolean()
+      })
+    )
+    fc.assert(
+      fc.property(fc.array(keyed, { maxLength: 300 }), (ops) => {
+        // the owner's key arrays, as the stitching allocator's block table
+        const size: Array<number> = [0]
+        const tie: Array<number> = [0]
+        const bf = new BestFit(2, { size, tie })
+        const sh = new Shadow()
+        const fresh = (s: number, t: number) => {
+          size.push(s)
+          tie.push(t)
+          return size.length - 1
+        }
+        for (const o of ops) {
+          if (o.k === "insert") {
+            const id = fresh(o.size, o.tie)
+            bf.insertKeyed(id)
+            sh.insert(id, o.size, o.tie)
+            continue
+          }
+          if (sh.xs.length === 0) {
+            expect(bf.removeKeyed(0)).toBe(false)
+            expect(bf.indexOfKeyed(0)).toBe(-1)
+            continue
+          }
+          const e = sh.xs[o.pick % sh.xs.length]!
+          if (o.k === "remove") {
+            expect(bf.removeKeyed(e.id)).toBe(true)
+            sh.remove(e.id, e.size, e.tie)
+          } else if (o.k === "removeAt") {
+            const at = bf.indexOfKeyed(e.id)
+            expect(at).toBeGreaterThanOrEqual(0)
+            bf.removeKeyedAt(at)
+            sh.remove(e.id, e.size, e.tie)
+          } else {
+            // found first, then the keys change (the same id) or another id takes the place
+            const at = bf.indexOfKeyed(e.id)
+            let id = e.id
+            if (o.sameId) {
+              size[id] = o.size
+              tie[id] = o.tie
+            } else id = fresh(o.size, o.tie)
+            bf.moveKeyed(at, id)
+            sh.replace(e.id, e.size, e.tie, id, o.size, o.tie)
+          }
+        }
+        const got: Array<Entry> = []
+        for (let i = 0; i < bf.length; i++) got.push({ size: bf.sizeAt(i), tie: bf.tieAt(i), id: bf.idAt(i) })
+        expect(got).toEqual(sh.xs)
       }),
       { numRuns: 400 }
     )

@@ -53,8 +53,8 @@ export const DEAD = 2
  * @category models
  */
 export class StreamPool {
-  /** Free blocks by (size, address). */
-  readonly free = new BestFit()
+  /** Free blocks by (size, address), keyed by the block table (Note [Keyed entries] in `BestFit.ts`). */
+  readonly free: BestFit
   /** Cached views, by (size, base). */
   readonly views = new BestFit(16)
   /** Bytes of the whole chunks of the free blocks (Note [Whole chunks]). */
@@ -63,6 +63,10 @@ export class StreamPool {
   freeBytes = 0
   /** The segment that grows (Note [Growth]), or -1. */
   segment = -1
+
+  constructor(keys: { readonly size: ReadonlyArray<number>; readonly tie: ReadonlyArray<number> }) {
+    this.free = new BestFit(64, keys)
+  }
 }
 
 /**
@@ -137,7 +141,7 @@ export class Segments {
   pool(stream: number): StreamPool {
     let pool = this.pools[stream]
     if (pool === undefined) {
-      pool = new StreamPool()
+      pool = new StreamPool({ size: this.bSize, tie: this.bStart })
       this.pools[stream] = pool
     }
     return pool
@@ -286,7 +290,7 @@ export class Segments {
     const pool = this.pools[this.segStream[this.bSeg[b]!]!]!
     const size = this.bSize[b]!
     this.bRun[b] = run
-    pool.free.insert(b, size, this.bStart[b]!)
+    pool.free.insertKeyed(b)
     pool.freeBytes += size
     pool.runBytes += run
   }
@@ -298,7 +302,7 @@ export class Segments {
   removeFree(b: number): void {
     const pool = this.pools[this.segStream[this.bSeg[b]!]!]!
     const size = this.bSize[b]!
-    pool.free.remove(b, size, this.bStart[b]!)
+    pool.free.removeKeyed(b)
     pool.freeBytes -= size
     pool.runBytes -= this.bRun[b]!
   }
@@ -391,6 +395,8 @@ export class Segments {
     // free takes its place there, in one step; the bytes and runs are counted as a removal and
     // insertions would count them.
     const pool = this.pools[this.segStream[seg]!]!
+    const free = pool.free
+    const at = free.indexOfKeyed(x)
     pool.freeBytes -= bytes
     pool.runBytes += leftRun + rightRun - run
     let used: number
@@ -398,12 +404,12 @@ export class Segments {
     if (p > a) {
       this.bSize[x] = p - a
       this.bRun[x] = leftRun
-      pool.free.replace(x, size, a, x, p - a, a)
+      free.moveKeyed(at, x)
       used = this.newBlockAfter(x, bytes, USED)
       if (q < b) {
         r = this.newBlockAfter(used, b - q, FREE)
         this.bRun[r] = rightRun
-        pool.free.insert(r, b - q, q)
+        free.insertKeyed(r)
       }
     } else {
       this.bSize[x] = bytes
@@ -413,9 +419,9 @@ export class Segments {
       if (q < b) {
         r = this.newBlockAfter(used, b - q, FREE)
         this.bRun[r] = rightRun
-        pool.free.replace(x, size, a, r, b - q, q)
+        free.moveKeyed(at, r)
       } else {
-        pool.free.remove(x, size, a)
+        free.removeKeyedAt(at)
       }
     }
     this.lastRight = r
@@ -433,29 +439,27 @@ export class Segments {
     // neighbour in the free index (the left one if both), in one step.
     const pool = this.pools[this.segStream[seg]!]!
     let merged = -1
-    let oldSize = 0
-    let oldTie = 0
     const L = this.bPrev[y]!
     if (L >= 0 && this.bState[L] === FREE && this.bStart[L]! + this.bSize[L]! === s) {
       merged = L
-      oldSize = this.bSize[L]!
-      oldTie = a = this.bStart[L]!
-      pool.freeBytes -= oldSize
+      a = this.bStart[L]!
+      pool.freeBytes -= this.bSize[L]!
       pool.runBytes -= this.bRun[L]!
-      this.unlinkBlock(L)
     }
     const R = this.bNext[y]!
-    if (R >= 0 && this.bState[R] === FREE && this.bStart[R] === e) {
+    const right = R >= 0 && this.bState[R] === FREE && this.bStart[R] === e
+    if (right) {
       b = e + this.bSize[R]!
       if (merged < 0) {
         merged = R
-        oldSize = this.bSize[R]!
-        oldTie = e
-        pool.freeBytes -= oldSize
+        pool.freeBytes -= this.bSize[R]!
         pool.runBytes -= this.bRun[R]!
       } else this.removeFree(R)
-      this.unlinkBlock(R)
     }
+    // found under its keys before anything changes them (Note [Keyed entries] in `BestFit.ts`)
+    const at = merged >= 0 ? pool.free.indexOfKeyed(merged) : -1
+    if (merged >= 0 && merged === L) this.unlinkBlock(L)
+    if (right) this.unlinkBlock(R)
     this.bStart[y] = a
     this.bSize[y] = b - a
     this.bState[y] = FREE
@@ -480,8 +484,8 @@ export class Segments {
     this.bRun[y] = run
     pool.freeBytes += b - a
     pool.runBytes += run
-    if (merged >= 0) pool.free.replace(merged, oldSize, oldTie, y, b - a, a)
-    else pool.free.insert(y, b - a, a)
+    if (at >= 0) pool.free.moveKeyed(at, y)
+    else pool.free.insertKeyed(y)
   }
 
   private isFreeOver(x: number, seg: number, p: number, q: number): boolean {

@@ -27,11 +27,20 @@ export class BestFit {
   private ties: Float64Array
   private ids: Float64Array
   private n = 0
+  /** Where the keyed methods read an id's size and tie (Note [Keyed entries]), if given. */
+  private readonly keySize: ReadonlyArray<number>
+  private readonly keyTie: ReadonlyArray<number>
 
-  constructor(capacity = 64) {
+  /**
+   * `keys`: the owner's arrays of sizes and ties by id, for the keyed methods (Note [Keyed
+   * entries]); the arrays must be the same objects for the index's life.
+   */
+  constructor(capacity = 64, keys?: { readonly size: ReadonlyArray<number>; readonly tie: ReadonlyArray<number> }) {
     this.sizes = new Float64Array(capacity)
     this.ties = new Float64Array(capacity)
     this.ids = new Float64Array(capacity)
+    this.keySize = keys?.size ?? []
+    this.keyTie = keys?.tie ?? []
   }
 
   /** Number of entries. */
@@ -134,16 +143,31 @@ export class BestFit {
    * equal keys keep the order `insert` gives them (first among equals).
    */
   replace(id: number, size: number, tie: number, newId: number, newSize: number, newTie: number): boolean {
+    const i = this.find(id, size, tie)
+    if (i < 0) return false
+    this.moveTo(i, newId, newSize, newTie)
+    return true
+  }
+
+  /** The position of the entry (size, tie) holding `id`, or -1. */
+  private find(id: number, size: number, tie: number): number {
     let i = this.lowerBound(size, tie)
     const n = this.n
     const sizes = this.sizes
     const ties = this.ties
     const ids = this.ids
     while (i < n && ids[i] !== id) {
-      if (sizes[i] !== size || ties[i] !== tie) return false
+      if (sizes[i] !== size || ties[i] !== tie) return -1
       i++
     }
-    if (i >= n) return false
+    return i < n ? i : -1
+  }
+
+  /** Replaces the entry at position `i` (Note [Replace in place]). */
+  private moveTo(i: number, newId: number, newSize: number, newTie: number): void {
+    const sizes = this.sizes
+    const ties = this.ties
+    const ids = this.ids
     let j = this.lowerBound(newSize, newTie)
     if (j > i) {
       j--
@@ -172,7 +196,67 @@ export class BestFit {
     sizes[j] = newSize
     ties[j] = newTie
     ids[j] = newId
+  }
+
+  /** Removes the entry at position `i`. */
+  private removeAt(i: number): void {
+    const n = this.n
+    const sizes = this.sizes
+    const ties = this.ties
+    const ids = this.ids
+    if (n - i > LOOP_MOVE) {
+      sizes.copyWithin(i, i + 1, n)
+      ties.copyWithin(i, i + 1, n)
+      ids.copyWithin(i, i + 1, n)
+    } else {
+      for (let k = i + 1; k < n; k++) {
+        sizes[k - 1] = sizes[k]!
+        ties[k - 1] = ties[k]!
+        ids[k - 1] = ids[k]!
+      }
+    }
+    this.n = n - 1
+  }
+
+  // --- keyed entries -----------------------------------------------------------------------------
+  //
+  // Note [Keyed entries]
+  // --------------------
+  // The stitching allocator's free blocks are keyed by (size, start address), and an address is
+  // past the small-integer range: passed to a call the optimizer does not inline, it becomes a
+  // heap number, 16 bytes of garbage per call (Note [Small arguments] in the stitching
+  // allocator's `Segments.ts`). Two updates per operation made a million of them per replay of
+  // llama1b_ckpt_varlen, a sixth of what it allocated, and young-generation collections then ran
+  // inside the replay. An index built with `keys` reads an id's size and tie from the owner's
+  // arrays itself, so these methods take ids and positions only. An entry's keys in those arrays
+  // must be the ones it was inserted with until it is found (`indexOfKeyed`) or removed.
+
+  /** Inserts `id` under its keys. */
+  insertKeyed(id: number): void {
+    this.insert(id, this.keySize[id]!, this.keyTie[id]!)
+  }
+
+  /** The position of `id` under its keys, or -1. */
+  indexOfKeyed(id: number): number {
+    return this.find(id, this.keySize[id]!, this.keyTie[id]!)
+  }
+
+  /** Removes `id`, found under its keys; returns whether it was there. */
+  removeKeyed(id: number): boolean {
+    const i = this.indexOfKeyed(id)
+    if (i < 0) return false
+    this.removeAt(i)
     return true
+  }
+
+  /** Puts `newId`, under its keys as they are now, in place of the entry at position `i`. */
+  moveKeyed(i: number, newId: number): void {
+    this.moveTo(i, newId, this.keySize[newId]!, this.keyTie[newId]!)
+  }
+
+  /** Removes the entry at position `i` (from `indexOfKeyed`). */
+  removeKeyedAt(i: number): void {
+    this.removeAt(i)
   }
 
   /** Position of the smallest entry of at least `size` bytes (lowest tie first), or -1. */
