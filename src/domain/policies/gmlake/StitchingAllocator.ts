@@ -360,8 +360,8 @@ export class StitchingAllocator implements Allocator {
    * is below that many bytes per chunk the view would map (the free chunks a stitch would take,
    * counted by a dry selection, plus one new chunk): memory for driver calls, chosen by the user.
    * Off by default: on the bundled traces no threshold keeps every trace at 0.98 utilization while
-   * it cuts the bill where the bill is high (llama1b_ckpt_varlen, 8 MiB: 5,649 calls to 2,992, 154 to
-   * 38 in the second half, 0.9818 to 0.9747 utilization;
+   * it cuts the bill where the bill is high (llama1b_ckpt_varlen, 8 MiB: 5,576 calls to 2,991, 119 to
+   * 38 in the second half, 0.9830 to 0.9747 utilization;
    * `bench/results/2026-12-02-driver-bill-tradeoffs.md`).
    */
   private acquire(pool: StreamPool, rr: number, size: number, stream: number, adopt = true): BlockId {

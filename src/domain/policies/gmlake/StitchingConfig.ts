@@ -30,7 +30,8 @@
  *   divisor 4 (chunks of a quarter to an eighth of the request) gave 0.9896-0.9984 utilization
  *   for 1.7-5.3 times expandable segments' driver calls and 565 and 532 calls in the second half
  *   of the two llama traces; divisor 1 gives 0.9818-0.9974 (>= 0.98 everywhere) for 0.95-2.4
- *   times their calls, a second half of 154 and 251, and half the modelled driver time. Memory
+ *   times their calls, a second half of 154 and 251, and half the modelled driver time (with the
+ *   densest-run selection of Note [Stitch selection]: 0.9830 and 119 on llama1b_ckpt_varlen). Memory
  *   stays within the goal, driver time is what a user pays every step: divisor 1.
  * - `minStitchSavingBytes` 0: a stitch for the shortfall is made whatever it saves per chunk
  *   it maps (Note [Stitch saving] in `StitchingAllocator.ts`). A threshold trades memory for driver
