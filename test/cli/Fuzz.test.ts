@@ -6,6 +6,7 @@
  * trace so that valid runs stay fast.
  */
 import { describe, expect, it } from "@effect/vitest"
+import { onTestFinished } from "vitest"
 import * as fc from "fast-check"
 import { mkdtempSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
@@ -68,6 +69,10 @@ const bound = 20_000
 
 describe("gmlake command line fuzz", () => {
   it("answers every argument vector with an exit code and one line, or a valid result, in time", async () => {
+    // files the vectors name (`--out {bad`) are written in the scratch folder, not the checkout
+    const home = process.cwd()
+    process.chdir(dir)
+    onTestFinished(() => process.chdir(home))
     let runs = 0
     const codes = new Map<number, number>()
     await fc.assert(
