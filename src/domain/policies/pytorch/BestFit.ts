@@ -102,28 +102,9 @@ export class BestFit {
 
   /** Removes the entry (size, tie) holding `id`; returns whether it was there. */
   remove(id: number, size: number, tie: number): boolean {
-    let i = this.lowerBound(size, tie)
-    const n = this.n
-    const sizes = this.sizes
-    const ties = this.ties
-    const ids = this.ids
-    while (i < n && ids[i] !== id) {
-      if (sizes[i] !== size || ties[i] !== tie) return false
-      i++
-    }
-    if (i >= n) return false
-    if (n - i > LOOP_MOVE) {
-      sizes.copyWithin(i, i + 1, n)
-      ties.copyWithin(i, i + 1, n)
-      ids.copyWithin(i, i + 1, n)
-    } else {
-      for (let k = i + 1; k < n; k++) {
-        sizes[k - 1] = sizes[k]!
-        ties[k - 1] = ties[k]!
-        ids[k - 1] = ids[k]!
-      }
-    }
-    this.n = n - 1
+    const i = this.find(id, size, tie)
+    if (i < 0) return false
+    this.removeAt(i)
     return true
   }
 
