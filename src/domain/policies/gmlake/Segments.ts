@@ -396,7 +396,7 @@ export class Segments {
     // insertions would count them.
     const pool = this.pools[this.segStream[seg]!]!
     const free = pool.free
-    const at = free.indexOfKeyed(x)
+    const place = free.indexOfKeyed(x)
     pool.freeBytes -= bytes
     pool.runBytes += leftRun + rightRun - run
     let used: number
@@ -404,7 +404,7 @@ export class Segments {
     if (p > a) {
       this.bSize[x] = p - a
       this.bRun[x] = leftRun
-      free.moveKeyed(at, x)
+      free.moveKeyed(place, x)
       used = this.newBlockAfter(x, bytes, USED)
       if (q < b) {
         r = this.newBlockAfter(used, b - q, FREE)
@@ -419,9 +419,9 @@ export class Segments {
       if (q < b) {
         r = this.newBlockAfter(used, b - q, FREE)
         this.bRun[r] = rightRun
-        free.moveKeyed(at, r)
+        free.moveKeyed(place, r)
       } else {
-        free.removeKeyedAt(at)
+        free.removeKeyedAt(place)
       }
     }
     this.lastRight = r
@@ -457,7 +457,7 @@ export class Segments {
       } else this.removeFree(R)
     }
     // found under its keys before anything changes them (Note [Keyed entries] in `BestFit.ts`)
-    const at = merged >= 0 ? pool.free.indexOfKeyed(merged) : -1
+    const place = merged >= 0 ? pool.free.indexOfKeyed(merged) : -1
     if (merged >= 0 && merged === L) this.unlinkBlock(L)
     if (right) this.unlinkBlock(R)
     this.bStart[y] = a
@@ -484,7 +484,7 @@ export class Segments {
     this.bRun[y] = run
     pool.freeBytes += b - a
     pool.runBytes += run
-    if (at >= 0) pool.free.moveKeyed(at, y)
+    if (place >= 0) pool.free.moveKeyed(place, y)
     else pool.free.insertKeyed(y)
   }
 
