@@ -78,26 +78,9 @@ export class BestFit {
 
   insert(id: number, size: number, tie: number): void {
     if (this.n === this.ids.length) this.grow()
-    const i = this.lowerBound(size, tie)
-    const n = this.n
-    const sizes = this.sizes
-    const ties = this.ties
-    const ids = this.ids
-    if (n - i > LOOP_MOVE) {
-      sizes.copyWithin(i + 1, i, n)
-      ties.copyWithin(i + 1, i, n)
-      ids.copyWithin(i + 1, i, n)
-    } else {
-      for (let k = n; k > i; k--) {
-        sizes[k] = sizes[k - 1]!
-        ties[k] = ties[k - 1]!
-        ids[k] = ids[k - 1]!
-      }
-    }
-    sizes[i] = size
-    ties[i] = tie
-    ids[i] = id
-    this.n = n + 1
+    // the free slot past the last entry moves to the new entry's place (Note [Replace in place])
+    this.moveTo(this.n, id, size, tie)
+    this.n++
   }
 
   /** Removes the entry (size, tie) holding `id`; returns whether it was there. */
