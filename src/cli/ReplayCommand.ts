@@ -140,11 +140,31 @@ const collectYoung = (): void => {
  * The replays go round by round, one of each policy per round, not all of one policy and then all
  * of the next: on a shared machine the load changes over seconds, and a policy timed in a quiet
  * stretch against one timed in a busy stretch gave ratios between 0.6 and 3.4 for the same tree.
- * Round by round, every policy sees the same conditions, so the ratio of their medians is what one
- * run can honestly say.
+ * Round by round, every policy sees the same conditions, so a ratio from the rounds of one run is
+ * what one run can honestly say (Note [Paired rounds]).
  * @category replay
  */
 export const replayAll = (
+  trace: Trace,
+  policies: ReadonlyArray<PolicyName>,
+  options: { readonly sim?: SimDriverOptions; readonly policy?: PolicyOptions; readonly verify?: boolean },
+  repeat: number,
+  warmup: number | undefined
+) => Effect.map(replayRounds(trace, policies, options, repeat, warmup), (r) => r.reports)
+
+/**
+ * `replayAll`, with every timed replay's ns/event as well, by policy then round.
+ *
+ * Note [Paired rounds]
+ * --------------------
+ * One policy's speed against another's is the median of their per-round ratios, not the ratio of
+ * their medians: the two replays of a round ran back to back, under the same load, so a round the
+ * machine was busy in slows both and its ratio stays put. On this project's shared two-core
+ * machine, three `npm run bench` runs of one tree with the ratio of medians over 5 rounds gave
+ * gmlake/caching 0.61-1.10 on one trace and 1.04-1.43 on another.
+ * @category replay
+ */
+export const replayRounds = (
   trace: Trace,
   policies: ReadonlyArray<PolicyName>,
   options: { readonly sim?: SimDriverOptions; readonly policy?: PolicyOptions; readonly verify?: boolean },
@@ -160,8 +180,19 @@ export const replayAll = (
     for (let i = 0; i < repeat; i++) {
       for (let k = 0; k < policies.length; k++) runs[k]!.push(yield* replay(policies[k]!))
     }
-    return runs.map((rs) => ({ ...rs[0]!, nsPerOp: median(rs.map((r) => r.nsPerOp)) }))
+    return {
+      reports: runs.map((rs) => ({ ...rs[0]!, nsPerOp: median(rs.map((r) => r.nsPerOp)) })),
+      rounds: runs.map((rs) => rs.map((r) => r.nsPerOp))
+    }
   })
+
+/**
+ * The median, over the rounds of `replayRounds`, of policy `k`'s ns/event over policy `base`'s in
+ * the same round (Note [Paired rounds]).
+ * @category replay
+ */
+export const pairedRatio = (rounds: ReadonlyArray<ReadonlyArray<number>>, k: number, base: number): number =>
+  median(rounds[k]!.map((ns, i) => ns / rounds[base]![i]!))
 
 /**
  * Prints the replays of one trace (a table, or JSON lines) and fails with `AllocationsFailed`
