@@ -9,6 +9,7 @@
  * @since 0.1.0
  */
 import { Command } from "effect/cli"
+import { calibrate } from "./CalibrateCommand.ts"
 import { bench, compare } from "./CompareCommand.ts"
 import { convert } from "./ConvertCommand.ts"
 import { selftest, streams } from "./DeviceCommands.ts"
@@ -20,7 +21,7 @@ import { report } from "./ReportCommand.ts"
  * Every subcommand of `gmlake`, in the order help lists them.
  * @category commands
  */
-export const subcommands = [replay, compare, bench, report, selftest, streams, generate, convert] as const
+export const subcommands = [replay, compare, bench, report, selftest, streams, calibrate, generate, convert] as const
 
 /**
  * `gmlake` itself.

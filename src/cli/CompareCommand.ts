@@ -12,6 +12,7 @@ import type { PolicyName } from "../domain/Allocator.ts"
 import { formatBytes } from "../domain/Units.ts"
 import type { ReplayReport } from "../replay/ReplayRunner.ts"
 import { type AllocationsFailed, UsageError } from "./Errors.ts"
+import { readLevels } from "./Levels.ts"
 import * as Options from "./Options.ts"
 import { loadTraceWithProgress, withReplayProgress } from "./Progress.ts"
 import { isComplete } from "./Render.ts"
@@ -48,6 +49,7 @@ const run = (
     readonly warmup: number | Option.Option<number>
     readonly countOoms: boolean
     readonly deviceIndex: Option.Option<number>
+    readonly driverLevels: Option.Option<string>
   }
 ) =>
   Effect.gen(function*() {
@@ -56,6 +58,7 @@ const run = (
     if (files.length === 0) return yield* new UsageError({ where: command, detail: "no traces given and none found in ./traces" })
     const policy = yield* resolvePolicyOptions(o.config, Option.none(), o.policies)
     const warmup = typeof o.warmup === "number" ? o.warmup : Option.getOrUndefined(o.warmup)
+    const levels = Option.isSome(o.driverLevels) ? yield* readLevels(o.driverLevels.value) : undefined
     const all: Array<ReplayReport> = []
     // per trace, each other policy's ns/event against caching's (Note [Paired rounds])
     const ratios: Array<Array<string>> = []
@@ -67,7 +70,7 @@ const run = (
       const { reports, rounds } = yield* withReplayProgress(
         `replaying ${trace.workload}`,
         o.json,
-        replayRounds(trace, o.policies, { policy }, o.repeat, warmup)
+        replayRounds(trace, o.policies, { policy, ...(levels !== undefined ? { levels } : {}) }, o.repeat, warmup)
       )
       all.push(...reports)
       if (base >= 0) {
@@ -125,7 +128,8 @@ const flags = (bench: boolean) => ({
   repeat: Options.repeat(bench ? 11 : 1, `replays per policy; ns/event is their median (default ${bench ? 11 : 1})`),
   warmup: bench ? Options.warmupByEvents : Options.warmup(0),
   countOoms: Options.countOoms,
-  deviceIndex: Options.deviceIndex
+  deviceIndex: Options.deviceIndex,
+  driverLevels: Options.driverLevels
 })
 
 /** `gmlake compare`. @category commands */

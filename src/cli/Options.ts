@@ -191,6 +191,16 @@ export const countOoms = Flag.Boolean("count-ooms").pipe(
   Flag.withDefault(false)
 )
 
+/** `--driver-levels FILE` (Note [Host levels] in `Latency.ts`). @category flags */
+export const driverLevels = Flag.String("driver-levels").pipe(
+  Flag.withMetavar("FILE"),
+  Flag.withDescription(
+    "cost the driver calls (driver ms) at this machine's levels, measured by gmlake calibrate --device cuda, " +
+      "instead of the model's (an H200's)"
+  ),
+  Flag.optional
+)
+
 /** `--repeat N` with a default. @category flags */
 export const repeat = (fallback: number, description: string) =>
   count("repeat", 1, 1000, description).pipe(Flag.withDefault(fallback))

@@ -9,12 +9,14 @@ import { runInNewContext } from "node:vm"
 import { Argument, Command } from "effect/cli"
 import type { PolicyName } from "../domain/Allocator.ts"
 import type { PolicyOptions } from "../domain/policies/Policies.ts"
+import type { DriverLevels } from "../domain/Latency.ts"
 import { defaultStitchingConfig, StitchingConfig } from "../domain/policies/gmlake/StitchingConfig.ts"
 import { emptySettings, inapplicableKeys, parseSettings, type Settings, settingsText } from "../domain/Settings.ts"
 import { replayCuda, replaySim, type ReplayReport } from "../replay/ReplayRunner.ts"
 import type { SimDriverOptions } from "../layers/sim/SimDriver.ts"
 import type { Trace } from "../trace/Trace.ts"
 import { AllocationsFailed, CheckFailed, UsageError } from "./Errors.ts"
+import { readLevels } from "./Levels.ts"
 import * as Options from "./Options.ts"
 import { loadTraceWithProgress, withReplayProgress } from "./Progress.ts"
 import { failureLines, failureSummary, formatSize, isComplete, replayJson, replayTable, timelineLine, traceHeading } from "./Render.ts"
@@ -147,7 +149,7 @@ const collectYoung = (): void => {
 export const replayAll = (
   trace: Trace,
   policies: ReadonlyArray<PolicyName>,
-  options: { readonly sim?: SimDriverOptions; readonly policy?: PolicyOptions; readonly verify?: boolean },
+  options: { readonly sim?: SimDriverOptions; readonly policy?: PolicyOptions; readonly verify?: boolean; readonly levels?: DriverLevels },
   repeat: number,
   warmup: number | undefined
 ) => Effect.map(replayRounds(trace, policies, options, repeat, warmup), (r) => r.reports)
@@ -167,7 +169,7 @@ export const replayAll = (
 export const replayRounds = (
   trace: Trace,
   policies: ReadonlyArray<PolicyName>,
-  options: { readonly sim?: SimDriverOptions; readonly policy?: PolicyOptions; readonly verify?: boolean },
+  options: { readonly sim?: SimDriverOptions; readonly policy?: PolicyOptions; readonly verify?: boolean; readonly levels?: DriverLevels },
   repeat: number,
   warmup: number | undefined
 ) =>
@@ -275,11 +277,13 @@ export const replay = Command.make(
     crossStream: Options.crossStream,
     verify: Options.verify,
     repeat: Options.repeat(1, "replays per policy; ns/event is their median (default 1; on cuda every run is reported)"),
-    countOoms: Options.countOoms
+    countOoms: Options.countOoms,
+    driverLevels: Options.driverLevels
   },
   (o) =>
     Effect.gen(function*() {
       const policy = yield* resolvePolicyOptions(o.config, o.crossStream, o.policies)
+      const levels = Option.isSome(o.driverLevels) ? yield* readLevels(o.driverLevels.value) : undefined
       if (o.device === "cuda") {
         for (const [name, v] of [["capacity", o.capacity], ["granularity", o.granularity], ["inject-faults", o.injectFaults], ["seed", o.seed], ["event-latency", o.eventLatency]] as const) {
           if (Option.isSome(v)) return yield* new UsageError({ where: `replay: --${name}`, detail: "only for the simulated device (--device sim)" })
@@ -288,7 +292,7 @@ export const replay = Command.make(
         // On the GPU every run is reported (each has its own device figures), round by round
         // (Note [Interleaved rounds]).
         const runs = Array.from({ length: o.repeat }, () => o.policies).flat()
-        const reports = yield* replayCuda(trace, runs, { policy, verify: o.verify })
+        const reports = yield* replayCuda(trace, runs, { policy, verify: o.verify, ...(levels !== undefined ? { levels } : {}) })
         if (!o.json) {
           for (const r of reports) {
             yield* Console.log(
@@ -316,7 +320,7 @@ export const replay = Command.make(
       const reports = yield* withReplayProgress(
         `replaying ${trace.workload}`,
         o.json,
-        replayAll(trace, o.policies, { sim, policy, verify: o.verify }, o.repeat, 0)
+        replayAll(trace, o.policies, { sim, policy, verify: o.verify, ...(levels !== undefined ? { levels } : {}) }, o.repeat, 0)
       )
       yield* printReports("replay", trace, reports, o.json, o.countOoms)
       yield* checkBytes(reports, o.json)

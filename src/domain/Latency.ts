@@ -36,7 +36,8 @@
  * three runs of the same afternoon, on the H200s lent to us, the same replays' driver time moved by
  * up to 40% (model/measured per run 0.87-1.17, 1.16-1.38 and 0.66-1.19; set access 22.6, 27.6 and
  * 32.4 us in the self-test), for both policies alike (`bench/results/2026-12-02-h200-rounds/`). So
- * compare policies by the model's ratio, which holds across machines, more than by its microseconds.
+ * compare policies by the model's ratio, which holds across machines, more than by its microseconds,
+ * or measure the machine's own levels (Note [Host levels]).
  *
  * @since 0.1.0
  */
@@ -84,14 +85,32 @@ export const rangeCallBase: Readonly<Record<"setAccess" | "memUnmap", number>> =
 const MIB = 1024 * 1024
 
 /**
- * Estimated microseconds for one call of `kind` on one object of `bytes` (for `setAccess` and
- * `memUnmap`: a range holding one mapping of `bytes`).
+ * A host's level of each call kind against the model's: the factor its figures are multiplied by
+ * (1 where a kind is absent). Measured by `gmlake calibrate` (Note [Host levels]).
+ *
+ * Note [Host levels]
+ * ------------------
+ * The model's figures are one machine's (Note [Driver-time model]); the H200s lent to us ran the
+ * same replays' driver calls up to 40% faster or slower than each other, for every policy alike.
+ * No one level can be within 25% of them all, so a user who wants the time on their machine
+ * measures its level: `gmlake calibrate --device cuda` replays a synthetic workload (not one of
+ * the traces it is then compared on) with gmlake and expandable on the GPU, times every driver
+ * call, and writes, for each kind, the measured time over the model's over the warm rounds. A
+ * replay given that file (`--driver-levels`) multiplies the model's figures by them. The shape
+ * over sizes stays the sweep's: a level scales a kind, it does not refit it.
  * @category models
  */
-export const estimateMicros = (kind: DriverCallKind, bytes: number): number =>
-  kind === "memAlloc" || kind === "memFree"
+export type DriverLevels = Readonly<Partial<Record<DriverCallKind, number>>>
+
+/**
+ * Estimated microseconds for one call of `kind` on one object of `bytes` (for `setAccess` and
+ * `memUnmap`: a range holding one mapping of `bytes`), at `levels` (Note [Host levels]).
+ * @category models
+ */
+export const estimateMicros = (kind: DriverCallKind, bytes: number, levels?: DriverLevels): number =>
+  (kind === "memAlloc" || kind === "memFree"
     ? interpolate(classicMiB, h100Classic[kind], bytes / MIB, false)
-    : interpolate(sweepMiB, h200Model[kind], bytes / MIB, growing.has(kind))
+    : interpolate(sweepMiB, h200Model[kind], bytes / MIB, growing.has(kind))) * (levels?.[kind] ?? 1)
 
 /** Piecewise linear in size through the measured points (Note [Driver-time model]). */
 const interpolate = (sizes: ReadonlyArray<number>, row: ReadonlyArray<number>, mib: number, grows: boolean): number => {
@@ -114,15 +133,19 @@ const interpolate = (sizes: ReadonlyArray<number>, row: ReadonlyArray<number>, m
  * sizes `mappingBytes` (Note [Driver-time model]).
  * @category models
  */
-export const estimateRangeMicros = (kind: "setAccess" | "memUnmap", mappingBytes: ReadonlyArray<number>): number => {
+export const estimateRangeMicros = (
+  kind: "setAccess" | "memUnmap",
+  mappingBytes: ReadonlyArray<number>,
+  levels?: DriverLevels
+): number => {
   const base = rangeCallBase[kind]
   let us = base
-  for (const b of mappingBytes) us += estimateMicros(kind, b) - base
+  for (const b of mappingBytes) us += estimateMicros(kind, b, levels) - base
   return us
 }
 
-/** Memo rows by granularity, shared by every `LatencyTable` (Note [Shared latency memo]). */
-const memos = new Map<number, Record<DriverCallKind, LatencyRow>>()
+/** Memo rows by granularity and levels, shared by every `LatencyTable` (Note [Shared latency memo]). */
+const memos = new Map<string, Record<DriverCallKind, LatencyRow>>()
 
 /** Sizes below this many granules are memoized in a typed array; larger ones in a map. */
 const SMALL = 2048
@@ -135,13 +158,15 @@ const SMALL = 2048
 export class LatencyRow {
   private readonly kind: DriverCallKind
   private readonly granularity: number
+  private readonly levels: DriverLevels | undefined
   /** By size in granules, below `SMALL`; NaN where not costed yet. */
   private readonly small: Float64Array
   /** Larger sizes, by granules. */
   private readonly large = new Map<number, number>()
-  constructor(kind: DriverCallKind, granularity: number) {
+  constructor(kind: DriverCallKind, granularity: number, levels?: DriverLevels) {
     this.kind = kind
     this.granularity = granularity
+    this.levels = levels
     this.small = new Float64Array(SMALL).fill(Number.NaN)
   }
   micros(bytes: number): number {
@@ -149,14 +174,14 @@ export class LatencyRow {
     if (g > 0 && g < SMALL && Number.isInteger(g)) {
       const v = this.small[g]!
       if (v === v) return v
-      const us = estimateMicros(this.kind, bytes)
+      const us = estimateMicros(this.kind, bytes, this.levels)
       this.small[g] = us
       return us
     }
-    if (!(g > 0 && g < 65536 && Number.isInteger(g))) return estimateMicros(this.kind, bytes)
+    if (!(g > 0 && g < 65536 && Number.isInteger(g))) return estimateMicros(this.kind, bytes, this.levels)
     const v = this.large.get(g)
     if (v !== undefined) return v
-    const us = estimateMicros(this.kind, bytes)
+    const us = estimateMicros(this.kind, bytes, this.levels)
     this.large.set(g, us)
     return us
   }
@@ -182,21 +207,24 @@ export class LatencyRow {
  */
 export class LatencyTable {
   private readonly rows: Record<DriverCallKind, LatencyRow>
-  constructor(granularity: number) {
-    let rows = memos.get(granularity)
+  /** `levels`: a host's (Note [Host levels]); the model's own figures when absent. */
+  constructor(granularity: number, levels?: DriverLevels) {
+    const key = levels === undefined ? String(granularity) : `${granularity} ${JSON.stringify(levels)}`
+    let rows = memos.get(key)
     if (rows === undefined) {
+      const row = (kind: DriverCallKind) => new LatencyRow(kind, granularity, levels)
       rows = {
-        memCreate: new LatencyRow("memCreate", granularity),
-        memRelease: new LatencyRow("memRelease", granularity),
-        addressReserve: new LatencyRow("addressReserve", granularity),
-        addressFree: new LatencyRow("addressFree", granularity),
-        memMap: new LatencyRow("memMap", granularity),
-        memUnmap: new LatencyRow("memUnmap", granularity),
-        setAccess: new LatencyRow("setAccess", granularity),
-        memAlloc: new LatencyRow("memAlloc", granularity),
-        memFree: new LatencyRow("memFree", granularity)
+        memCreate: row("memCreate"),
+        memRelease: row("memRelease"),
+        addressReserve: row("addressReserve"),
+        addressFree: row("addressFree"),
+        memMap: row("memMap"),
+        memUnmap: row("memUnmap"),
+        setAccess: row("setAccess"),
+        memAlloc: row("memAlloc"),
+        memFree: row("memFree")
       }
-      memos.set(granularity, rows)
+      memos.set(key, rows)
     }
     this.rows = rows
   }
@@ -208,4 +236,32 @@ export class LatencyTable {
   micros(kind: DriverCallKind, bytes: number): number {
     return this.rows[kind].micros(bytes)
   }
+}
+
+/**
+ * A host's levels from replays timed on it (Note [Host levels]): for each call kind, the driver
+ * time measured over all `runs` over the model's for the same calls (at the model's own levels).
+ * A kind the runs never called, or called for less than `minMicros` of the model's time in all
+ * (too little to tell a level from timer noise), has no level: the model's figure stands.
+ * @category models
+ */
+export const fitLevels = (
+  runs: ReadonlyArray<{
+    readonly measured: Readonly<Partial<Record<DriverCallKind, number>>>
+    readonly model: Readonly<Partial<Record<DriverCallKind, number>>>
+  }>,
+  minMicros = 1000
+): Partial<Record<DriverCallKind, number>> => {
+  const measured: Partial<Record<DriverCallKind, number>> = {}
+  const model: Partial<Record<DriverCallKind, number>> = {}
+  for (const r of runs) {
+    for (const [k, v] of Object.entries(r.model) as Array<[DriverCallKind, number]>) model[k] = (model[k] ?? 0) + v
+    for (const [k, v] of Object.entries(r.measured) as Array<[DriverCallKind, number]>) measured[k] = (measured[k] ?? 0) + v
+  }
+  const levels: Partial<Record<DriverCallKind, number>> = {}
+  for (const [k, us] of Object.entries(model) as Array<[DriverCallKind, number]>) {
+    const m = measured[k] ?? 0
+    if (us >= minMicros && m > 0) levels[k] = Math.round((m / us) * 1000) / 1000
+  }
+  return levels
 }

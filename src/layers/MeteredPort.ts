@@ -8,7 +8,7 @@
  * @since 0.1.0
  */
 import type { DriverCallKind, DriverPort } from "../domain/DriverPort.ts"
-import { type LatencyRow, LatencyTable, rangeCallBase } from "../domain/Latency.ts"
+import { type DriverLevels, type LatencyRow, LatencyTable, rangeCallBase } from "../domain/Latency.ts"
 import type { Address, ChunkHandle } from "../domain/Units.ts"
 
 /** A port that knows the mappings made through it (`HandleRegistry`). @category models */
@@ -79,11 +79,12 @@ export class MeteredPort implements DriverPort {
 
   readonly inner: DriverPort
 
-  constructor(inner: DriverPort) {
+  /** `levels`: the host's, to cost the calls at (Note [Host levels] in `Latency.ts`). */
+  constructor(inner: DriverPort, levels?: DriverLevels) {
     this.inner = inner
     this.granularity = inner.granularity
     this.capacity = inner.capacity
-    const latency = new LatencyTable(inner.granularity)
+    const latency = new LatencyTable(inner.granularity, levels)
     this.memCreateUs = latency.row("memCreate")
     this.memReleaseUs = latency.row("memRelease")
     this.addressReserveUs = latency.row("addressReserve")

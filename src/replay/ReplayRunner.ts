@@ -18,6 +18,7 @@ import { type CudaSessionOptions, openCudaSession } from "../layers/cuda/CudaDri
 import { type DeviceIo, layerOver } from "../layers/DriverLayer.ts"
 import { HandleRegistry } from "../layers/HandleRegistry.ts"
 import type { DriverError } from "../domain/Errors.ts"
+import type { DriverLevels } from "../domain/Latency.ts"
 import * as GpuAllocator from "../services/Allocator.ts"
 import { Driver, driverCall } from "../services/Driver.ts"
 
@@ -169,6 +170,8 @@ export const replaySim = (
     readonly slices?: number
     /** The byte check (Note [Replay byte check]). */
     readonly verify?: boolean
+    /** A host's levels to cost the driver calls at (Note [Host levels] in `Latency.ts`). */
+    readonly levels?: DriverLevels
   } = {}
 ): Effect.Effect<ReplayReport, DriverError> =>
   Effect.suspend(() => {
@@ -178,7 +181,7 @@ export const replaySim = (
     return replayWith(trace, policy, layerSimWith(sim), options.policy ?? {}, () => ({
       leaked: sim.liveHandles(),
       faults: sim.faults
-    }), tick, undefined, () => sim.faults, options.slices, options.verify === true ? verifyOn(sim, false) : undefined)
+    }), tick, undefined, () => sim.faults, options.slices, options.verify === true ? verifyOn(sim, false) : undefined, options.levels)
   })
 
 /**
@@ -208,13 +211,14 @@ export const replayWith = <E>(
   replayed?: () => void,
   faultCount?: () => number,
   slices?: number,
-  verify?: (streamHandle: (stream: number) => number) => VerifyDevice
+  verify?: (streamHandle: (stream: number) => number) => VerifyDevice,
+  levels?: DriverLevels
 ): Effect.Effect<ReplayReport, E | DriverError> => {
   let verified: VerifyReport | null = null
   let metered: MeteredPort | undefined
   let crossStream = false
   const allocatorLayer = GpuAllocator.layer((port) => {
-    metered = new MeteredPort(port)
+    metered = new MeteredPort(port, levels)
     const a = makeAllocator(policy, metered, policyOptions, port)
     crossStream = policyOptions.crossStream === true
     return a
@@ -360,7 +364,13 @@ const peakSampler = (backend: DeviceIo) => {
 export const replayCuda = (
   trace: Trace,
   policies: ReadonlyArray<PolicyName>,
-  options: { readonly policy?: PolicyOptions; readonly cuda?: CudaSessionOptions; readonly verify?: boolean } = {}
+  options: {
+    readonly policy?: PolicyOptions
+    readonly cuda?: CudaSessionOptions
+    readonly verify?: boolean
+    /** A host's levels to cost the driver calls at (Note [Host levels] in `Latency.ts`). */
+    readonly levels?: DriverLevels
+  } = {}
 ): Effect.Effect<Array<CudaReplayReport>, DriverError> =>
   Effect.scoped(Effect.gen(function*() {
     const session = yield* openCudaSession(options.cuda)
@@ -401,7 +411,8 @@ export const replayCuda = (
         () => (measured = timer.times()),
         undefined,
         undefined,
-        options.verify === true ? verifyOn(session.backend, true) : undefined
+        options.verify === true ? verifyOn(session.backend, true) : undefined,
+        options.levels
       )
       const after = yield* driverCall(() => session.port.memGetInfo().free)
       const minFree = sampler.minFree()

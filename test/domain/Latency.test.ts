@@ -7,7 +7,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { readFileSync } from "node:fs"
 import type { PolicyName } from "../../src/domain/Allocator.ts"
-import { estimateMicros, estimateRangeMicros, LatencyTable } from "../../src/domain/Latency.ts"
+import { estimateMicros, estimateRangeMicros, fitLevels, LatencyTable } from "../../src/domain/Latency.ts"
 import { MiB } from "../../src/domain/Units.ts"
 import { replaySim } from "../../src/replay/ReplayRunner.ts"
 import { loadTrace } from "../../src/trace/File.ts"
@@ -68,5 +68,36 @@ describe("driver-time model", () => {
         expect(t.micros(kind, MiB(mib))).toBe(estimateMicros(kind, MiB(mib)))
       }
     }
+  })
+})
+
+describe("host levels (Note [Host levels])", () => {
+  it("scale each kind's figure by its level, at every size, and leave the other kinds alone", () => {
+    const levels = { setAccess: 0.5, memCreate: 1.25 }
+    for (const mib of [2, 20, 512, 8192, 20000]) {
+      expect(estimateMicros("setAccess", MiB(mib), levels)).toBeCloseTo(estimateMicros("setAccess", MiB(mib)) * 0.5, 9)
+      expect(estimateMicros("memCreate", MiB(mib), levels)).toBeCloseTo(estimateMicros("memCreate", MiB(mib)) * 1.25, 9)
+      expect(estimateMicros("memMap", MiB(mib), levels)).toBe(estimateMicros("memMap", MiB(mib)))
+    }
+    expect(estimateRangeMicros("setAccess", [MiB(2), MiB(64)], levels)).toBeCloseTo(estimateRangeMicros("setAccess", [MiB(2), MiB(64)]) / 2, 9)
+  })
+
+  it("memo tables of different levels do not share figures", () => {
+    const plain = new LatencyTable(MiB(2))
+    const slow = new LatencyTable(MiB(2), { memMap: 3 })
+    expect(slow.micros("memMap", MiB(4))).toBeCloseTo(3 * plain.micros("memMap", MiB(4)), 9)
+    expect(new LatencyTable(MiB(2)).micros("memMap", MiB(4))).toBe(estimateMicros("memMap", MiB(4)))
+    expect(new LatencyTable(MiB(2), { memMap: 3 }).micros("memMap", MiB(4))).toBe(slow.micros("memMap", MiB(4)))
+  })
+
+  it("are fitted as measured over modelled time, summed over the runs, where there is enough to tell", () => {
+    const levels = fitLevels([
+      { measured: { setAccess: 30_000, memMap: 500, memCreate: 9_000 }, model: { setAccess: 40_000, memMap: 900, memCreate: 10_000 } },
+      { measured: { setAccess: 10_000, memMap: 700, memCreate: 11_000, memRelease: 5 }, model: { setAccess: 10_000, memMap: 200, memCreate: 10_000 } }
+    ])
+    expect(levels).toEqual({ setAccess: 0.8, memMap: 1.091, memCreate: 1 })
+    // a kind with less than a millisecond of modelled time, or none measured, keeps the model's level
+    expect(fitLevels([{ measured: { memMap: 100, setAccess: 0 }, model: { memMap: 999, setAccess: 5000 } }])).toEqual({})
+    expect(fitLevels([])).toEqual({})
   })
 })
