@@ -4,21 +4,23 @@
  * @since 0.1.0
  */
 import { Console, Effect, Result } from "effect"
-import { Command, Flag } from "effect/cli"
+import { Argument, Command, Flag } from "effect/cli"
 import { driverCallKinds } from "../domain/DriverPort.ts"
 import { fitLevels } from "../domain/Latency.ts"
-import { replayCuda } from "../replay/ReplayRunner.ts"
+import { type CudaReplayReport, replayCuda } from "../replay/ReplayRunner.ts"
 import { multiStreamTrace } from "../trace/Synthetic.ts"
-import { decodeTrace } from "../trace/Trace.ts"
+import { decodeTrace, type Trace } from "../trace/Trace.ts"
 import { UsageError } from "./Errors.ts"
 import { LEVELS_FORMAT, writeLevels } from "./Levels.ts"
 import * as Options from "./Options.ts"
+import { loadTraceWithProgress } from "./Progress.ts"
 import { renderTable } from "./Table.ts"
 
 /**
- * What `calibrate` replays: a synthetic training run on three streams (`Synthetic.ts`), not one
- * of the traces its levels are then checked on; large enough for hundreds of driver calls of
- * every kind a replay makes, small enough to take seconds.
+ * What `calibrate` replays when given no trace: a synthetic training run on three streams
+ * (`Synthetic.ts`), seconds of work. A rough level: its tensors are smaller than real models' (a
+ * peak of 1.2 GiB), and on an H200 its levels came out 15-25% below those of the bundled traces
+ * (`bench/results/2026-12-03-h200-levels/`); a user's own traces give theirs.
  * @category constants
  */
 export const calibrationWorkload = { seed: 11, steps: 4, layers: 48 } as const
@@ -27,13 +29,17 @@ export const calibrationWorkload = { seed: 11, steps: 4, layers: 48 } as const
 export const calibrate = Command.make(
   "calibrate",
   {
+    traces: Argument.String("trace").pipe(
+      Argument.withDescription("traces to replay (your own workloads, or traces/*.json.gz); default: a synthetic workload, a rough level"),
+      Argument.variadic()
+    ),
     device: Options.device,
     out: Flag.String("out").pipe(
       Flag.withMetavar("FILE"),
       Flag.withDescription("where to write the levels (default driver-levels.json)"),
       Flag.withDefault("driver-levels.json")
     ),
-    rounds: Options.countWithDefault("rounds", 2, 50, 5, "rounds of gmlake and expandable; the first is not counted (default 5)"),
+    rounds: Options.countWithDefault("rounds", 2, 50, 5, "rounds of gmlake and expandable per trace; the first is not counted (default 5)"),
     json: Options.json
   },
   (o) =>
@@ -44,20 +50,24 @@ export const calibrate = Command.make(
           detail: "measures a GPU's driver: give --device cuda (the simulated device takes no time to measure)"
         })
       }
-      const decoded = decodeTrace("calibration workload", multiStreamTrace(calibrationWorkload))
-      if (Result.isFailure(decoded)) return yield* Effect.die(decoded.failure)
-      const trace = decoded.success
+      const traces: Array<Trace> = []
+      for (const file of o.traces) traces.push(yield* loadTraceWithProgress(file, undefined, o.json))
+      if (traces.length === 0) {
+        const decoded = decodeTrace("calibration workload", multiStreamTrace(calibrationWorkload))
+        if (Result.isFailure(decoded)) return yield* Effect.die(decoded.failure)
+        traces.push(decoded.success)
+      }
       const policies = ["gmlake", "expandable"] as const
       const runs = Array.from({ length: o.rounds }, () => policies).flat()
-      const reports = yield* replayCuda(trace, runs)
-      // The first round warms the driver and the code up (Note [Host levels]).
-      const warm = reports.slice(policies.length)
+      // The first round of each trace warms the driver and the code up (Note [Host levels]).
+      const warm: Array<CudaReplayReport> = []
+      for (const trace of traces) warm.push(...(yield* replayCuda(trace, runs)).slice(policies.length))
       const levels = fitLevels(warm.map((r) => ({ measured: r.measuredByKind, model: r.driverMicrosByKind })))
       const content = {
         format: LEVELS_FORMAT,
-        device: reports[0]?.deviceName ?? "unknown",
+        device: warm[0]?.deviceName ?? "unknown",
         measuredAt: new Date().toISOString(),
-        workload: `${trace.workload} (gmlake and expandable, ${o.rounds - 1} warm rounds)`,
+        workload: `${traces.map((t) => t.workload).join(", ")} (gmlake and expandable, ${o.rounds - 1} warm rounds each)`,
         levels
       } as const
       yield* writeLevels(o.out, content)
@@ -74,7 +84,7 @@ export const calibrate = Command.make(
     })
 ).pipe(
   Command.withDescription(
-    "Measure this machine's driver: replay a synthetic workload with gmlake and expandable on the GPU, time every " +
-      "driver call, and write each call kind's time over the model's (the levels that --driver-levels applies)"
+    "Measure this machine's driver: replay the given traces (default: a synthetic workload) with gmlake and expandable " +
+      "on the GPU, time every driver call, and write each call kind's time over the model's (the levels that --driver-levels applies)"
   )
 )

@@ -101,3 +101,49 @@ describe("host levels (Note [Host levels])", () => {
     expect(fitLevels([])).toEqual({})
   })
 })
+
+describe("host levels fitted on other workloads (Note [Host levels]), on two H200 runs", () => {
+  // Each GPU run replayed every bundled trace with gmlake and expandable, five rounds, timing every
+  // driver call. Levels fitted on four traces' warm runs cost the fifth within 25% of what the GPU
+  // measured (median of its warm runs), for every trace held out and both policies, but one: on
+  // 2026-12-03 gpt2_fixed under gmlake, 25.5% over. It ran first, when the host ran its calls about
+  // a fifth faster than it did a minute later (the synthetic calibration run just before it found
+  // the same levels: 0.76 for set access, against 0.89-0.95 on the traces after it). The bound is
+  // what was measured, not a goal met: see bench/results/2026-12-03-h200-levels/README.md.
+  const runs = [
+    { dir: "2026-12-02-h200-night", levels: {} as Record<string, number> },
+    {
+      dir: "2026-12-03-h200-levels",
+      levels: JSON.parse(readFileSync(new URL("../../bench/results/2026-12-03-h200-levels/bill/levels.json", import.meta.url), "utf8"))
+        .levels as Record<string, number>
+    }
+  ]
+  const median = (xs: ReadonlyArray<number>) => {
+    const s = [...xs].sort((a, b) => a - b)
+    const m = s.length >> 1
+    return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2
+  }
+  for (const { dir, levels } of runs) {
+    it(dir, () => {
+      const lines = jsonl(`bench/results/${dir}/bill/replay-cuda.jsonl`)
+      // the model at its own levels (the run may have been costed at others)
+      const model = (l: Record<string, any>): Record<string, number> =>
+        Object.fromEntries(Object.entries(l["driverMicrosByKind"] as Record<string, number>).map(([k, v]) => [k, v / (levels[k] ?? 1)]))
+      const warm = (trace: string, policy?: string) =>
+        ["gmlake", "expandable"].filter((p) => policy === undefined || p === policy)
+          .flatMap((p) => lines.filter((l) => l["workload"] === trace && l["policy"] === p).slice(1))
+      const traces = [...new Set(lines.map((l) => l["workload"] as string))]
+      expect(traces.length).toBe(5)
+      for (const held of traces) {
+        const lv = fitLevels(traces.filter((t) => t !== held).flatMap((t) => warm(t)).map((l) => ({ measured: l["measuredByKind"], model: model(l) })))
+        expect(Object.keys(lv)).toContain("setAccess")
+        for (const policy of ["gmlake", "expandable"]) {
+          const ratio = median(warm(held, policy).map((l) =>
+            Object.entries(model(l)).reduce((s, [k, v]) => s + v * (lv[k as keyof typeof lv] ?? 1), 0) / l["measuredDriverMicros"]
+          ))
+          expect(Math.abs(ratio - 1), `${held} ${policy}: model/measured ${ratio.toFixed(3)}`).toBeLessThanOrEqual(0.26)
+        }
+      }
+    })
+  }
+})
