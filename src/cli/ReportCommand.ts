@@ -11,6 +11,7 @@ import { loadChartAssets } from "../report/Assets.ts"
 import { render } from "../report/Html.ts"
 import { make } from "../report/Report.ts"
 import { OutputError } from "./Errors.ts"
+import { readLevels } from "./Levels.ts"
 import * as Options from "./Options.ts"
 import { loadTraceWithProgress, withReplayProgress } from "./Progress.ts"
 import { resolvePolicyOptions } from "./ReplayCommand.ts"
@@ -47,17 +48,19 @@ export const report = Command.make(
     capacities,
     config: Options.config,
     crossStream: Options.crossStream,
-    deviceIndex: Options.deviceIndex
+    deviceIndex: Options.deviceIndex,
+    driverLevels: Options.driverLevels
   },
   (o) =>
     Effect.gen(function*() {
       const policy = yield* resolvePolicyOptions(o.config, o.crossStream, o.policies)
+      const levels = Option.isSome(o.driverLevels) ? yield* readLevels(o.driverLevels.value) : undefined
       const assets = yield* loadChartAssets
       const trace = yield* loadTraceWithProgress(o.trace, Option.getOrUndefined(o.deviceIndex), false)
       const data = yield* withReplayProgress(
         `replaying ${trace.workload}`,
         false,
-        make(trace, { policies: o.policies, capacities: o.capacities, policy })
+        make(trace, { policies: o.policies, capacities: o.capacities, policy, ...(levels !== undefined ? { levels } : {}) })
       )
       const page = render(data, assets, "gmlake report")
       yield* Effect.try({

@@ -8,6 +8,7 @@
 import { Effect } from "effect"
 import type { PolicyName } from "../domain/Allocator.ts"
 import type { DriverError } from "../domain/Errors.ts"
+import type { DriverLevels } from "../domain/Latency.ts"
 import type { PolicyOptions } from "../domain/policies/Policies.ts"
 import { replaySim, type ReplayReport } from "../replay/ReplayRunner.ts"
 import type { Timeline } from "../replay/Timeline.ts"
@@ -74,6 +75,8 @@ export interface ReportOptions {
   /** Slices of each timeline (the charts' resolution). */
   readonly slices?: number
   readonly policy?: PolicyOptions
+  /** A host's levels to cost the driver calls at (Note [Host levels] in `Latency.ts`). */
+  readonly levels?: DriverLevels
 }
 
 /** Slices a report's timelines have by default: fine enough for a chart a screen wide. @category constructors */
@@ -131,6 +134,7 @@ export const make = (trace: Trace, options: ReportOptions): Effect.Effect<Report
       replaySim(trace, policy, {
         slices,
         ...(options.policy !== undefined ? { policy: options.policy } : {}),
+        ...(options.levels !== undefined ? { levels: options.levels } : {}),
         ...(capacity !== undefined ? { sim: { capacity } } : {})
       })
     const reports = yield* Effect.forEach(options.policies, (p) => replay(p))

@@ -3,7 +3,7 @@
  * at a host's levels, and every way a levels file can be wrong.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { mkdtempSync, writeFileSync } from "node:fs"
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os"
 import { join } from "node:path"
 import { gmlakeIn } from "./harness.ts"
@@ -42,6 +42,21 @@ describe("--driver-levels", () => {
       expect(l["memCreate"]).toBe(p["memCreate"])
       expect(leveled[i]!.driverMicros).toBeGreaterThan(plain[i]!.driverMicros)
     }
+  })
+
+  it("costs the report's driver time at the levels too", async () => {
+    const file = write("levels2.json", levelsFile({ setAccess: 3 }))
+    const page = async (...extra: Array<string>) => {
+      const out = join(dir, `r${extra.length}.html`)
+      const r = await gmlakeIn(["report", trace, "--policy", "gmlake", "--out", out, ...extra])
+      expect(r.code).toBe(0)
+      return readFileSync(out, "utf8")
+    }
+    const ms = (html: string) => Number(/([0-9.]+) ms/.exec(html)![1])
+    const plain = ms(await page())
+    const leveled = ms(await page("--driver-levels", file))
+    expect(plain).toBeGreaterThan(0)
+    expect(leveled).toBeGreaterThan(plain * 1.5)
   })
 
   it("refuses a file that is missing, not JSON, not a levels file, or has a wrong level, saying which", async () => {
