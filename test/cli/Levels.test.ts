@@ -3,17 +3,11 @@
  * at a host's levels, and every way a levels file can be wrong.
  */
 import { describe, expect, it } from "@effect/vitest"
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs"
-import { tmpdir } from "node:os"
+import { readFileSync } from "node:fs"
 import { join } from "node:path"
-import { gmlakeIn } from "./harness.ts"
+import { gmlakeIn, scratch } from "./harness.ts"
 
-const dir = mkdtempSync(join(tmpdir(), "gmlake-levels-"))
-const write = (name: string, data: string) => {
-  const file = join(dir, name)
-  writeFileSync(file, data)
-  return file
-}
+const { dir, write } = scratch("gmlake-levels-")
 const trace = write("t.json", JSON.stringify({
   format: "gmlake-trace/1",
   workload: "t",

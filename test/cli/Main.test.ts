@@ -6,26 +6,20 @@ import { describe, expect, it } from "@effect/vitest"
 import { Effect } from "effect"
 import { ChildProcess, ChildProcessSpawner } from "effect/process"
 import { spawn, spawnSync } from "node:child_process"
-import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
-import { tmpdir } from "node:os"
+import { existsSync, readFileSync } from "node:fs"
 import { join } from "node:path"
 import { gunzipSync, gzipSync } from "node:zlib"
 import { subcommands } from "../../src/cli/Commands.ts"
 import { platform } from "../../src/cli/Main.ts"
 import { multiStreamTrace } from "../../src/trace/Synthetic.ts"
-import { gmlakeIn } from "./harness.ts"
+import { gmlakeIn, scratch } from "./harness.ts"
 
 const gmlake = (...args: Array<string>) => {
   const r = spawnSync(process.execPath, ["src/bin.ts", ...args], { encoding: "utf8", timeout: 120_000 })
   return { code: r.status, out: r.stdout, err: r.stderr }
 }
 
-const dir = mkdtempSync(join(tmpdir(), "gmlake-cli-"))
-const write = (name: string, data: string | Uint8Array) => {
-  const file = join(dir, name)
-  writeFileSync(file, data)
-  return file
-}
+const { dir, write } = scratch("gmlake-cli-")
 const small = write("small.json", JSON.stringify({
   format: "gmlake-trace/1",
   workload: "small",

@@ -2,6 +2,9 @@
  * Runs the command line in-process, capturing what it prints.
  */
 import { Console, Effect } from "effect"
+import { mkdtempSync, writeFileSync } from "node:fs"
+import { tmpdir } from "node:os"
+import { join } from "node:path"
 import { run } from "../../src/cli/Main.ts"
 
 export interface Captured {
@@ -28,4 +31,15 @@ export const gmlakeIn = (argv: ReadonlyArray<string>, env: Record<string, string
     .finally(() => {
       for (const [k, v] of Object.entries(saved)) v === undefined ? delete process.env[k] : (process.env[k] = v)
     })
+}
+
+/** A fresh scratch folder (`prefix` names it) and a writer of files in it that returns their paths. */
+export const scratch = (prefix: string) => {
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  const write = (name: string, data: string | Uint8Array): string => {
+    const file = join(dir, name)
+    writeFileSync(file, data)
+    return file
+  }
+  return { dir, write }
 }
