@@ -53,6 +53,32 @@ const callsPerStep = (policy: PolicyName, s: { sizes: Array<number>; events: Arr
   return out
 }
 
+describe("steady state: the steps random runs found never settling (Note [Stitched view cache])", () => {
+  // Each stitched a view for a small request out of whole chunks much larger than it (a 64 MiB
+  // chunk for 0.86 MiB), so the view mapped over ten times the request; the reuse limit then
+  // measured the view, not the block it was made for, and the same view was stitched anew every
+  // step (4 or 5 driver calls per step, forever). About one random step in 5,000 did this, so
+  // 200 runs of the property below failed about one CI run in 25.
+  const cases = [
+    { sizes: [69905274, 184258, 721887, 3317905, 34415475, 513893, 971789, 314122916], events: [2, 6, 1, -7, 4, 7, -5, 0, -3, 3, -8, -2, -1, 5, -4, -6] },
+    {
+      sizes: [788665, 720965, 601669, 123612353, 212464593, 203268, 519587, 541602, 177860031, 899015],
+      events: [8, -9, 0, 1, 3, -4, -2, 4, -1, 9, 7, -10, 5, -6, -5, -8, 2, 6, -3, -7]
+    },
+    {
+      sizes: [1048600, 2698349, 809683, 747438, 145312345, 343317, 190360830, 62104816, 12],
+      events: [2, 7, 4, -8, -3, 6, 5, 8, -6, 1, -2, 0, 3, -7, -1, -4, -9, -5]
+    }
+  ]
+  for (const [i, s] of cases.entries()) {
+    it(`case ${i + 1}: no call after the first step`, () => {
+      const calls = callsPerStep("gmlake", s, 6)
+      expect(calls[0]).toBeGreaterThan(0)
+      expect(calls.slice(1)).toEqual([0, 0, 0, 0, 0])
+    })
+  }
+})
+
 describe("steady state: a repeated step makes no driver call once warmed up", () => {
   for (const policy of policyNames) {
     it(policy, () => {

@@ -6,14 +6,21 @@
  * --------------------------
  * A view lives on after its block is freed, cached, indexed by size in its stream's pool. A
  * request that no free block fits looks there first, from the smallest view of at least its size
- * up to `reuseLimit` times its size (the first 256 such), for one whose bytes it would take are all
- * free again: its chunks wholly free, except that a view that began inside a partly used chunk
+ * up, among the views stitched for a block of at most `reuseLimit` times its size (the first 256
+ * such), for one whose bytes it would take are all free again: its chunks wholly free, except that a view that began inside a partly used chunk
  * (Note [Stitch selection]) needs that chunk free only from where its block began, and the last
  * chunk the request reaches into needs to be free only as far as it reaches. Whole chunks are
  * checked first (a flag each; Note [Failed view memo] skips most walks), the partly free ends last
  * (a block lookup each). Checking at that moment, on the slow path, costs nothing on the hot
  * path, where keeping a per-view count of busy chunks up to date cost a tenth of the replay time.
- * The request takes the view's first bytes; chunks past them stay free in their segments (they are no part of the block). A hit makes no
+ * The request takes the view's first bytes; chunks past them stay free in their segments (they are no part of the block). The limit
+ * counts the block a view was stitched for (`vMade`), not the bytes it maps: a view maps whole
+ * chunks, so one stitched for 0.86 MiB from the end of a 2 MiB chunk and the start of a 64 MiB one
+ * maps 66 MiB, and measured by that it could never serve its own request again; the same view was
+ * then stitched anew every step, for ever (random steps found it about once in 5,000; the three
+ * cases are tests in `steady-state.test.ts`). Views are visited in the order of the bytes they map,
+ * as before, up to the limit plus the most any view maps past its block, so where a view was found
+ * before the same one is found now (the bundled traces' decisions are unchanged). A hit makes no
  * driver call at all. Views are evicted, least recently released first, when the cached ones pass
  * `maxCachedStitchedBytes`; all of them under pressure and by `emptyCache`; and any that maps a
  * chunk given back to the driver. Eviction unmaps and frees the view's range only (one unmap over
@@ -88,6 +95,10 @@ export class Stitcher {
   cachedBytes = 0
   /** Where a hit's block starts in its view (`usableView`). */
   hitOff = 0
+  /** The bytes of the block each view was stitched for. */
+  private readonly vMade: Array<number> = []
+  /** The most any view maps past the block it was stitched for. */
+  private maxOverhang = 0
 
   /** `map`'s chunk sizes and handles, reused (Note [Scratch arrays] in `Segments.ts`). */
   private readonly mapSizes: Array<number> = []
@@ -129,7 +140,7 @@ export class Stitcher {
    * chunk, one set-access over the whole range) and records the view, claiming; throws
    * `DriverError` with nothing changed.
    */
-  map(list: Array<number>, off: number, stream: number): number {
+  map(list: Array<number>, off: number, stream: number, need: number): number {
     // Note [Scratch arrays] in `Segments.ts` (`list` is kept by the view: not scratch)
     const sizes = this.mapSizes
     const handles = this.mapHandles
@@ -144,6 +155,8 @@ export class Stitcher {
     }
     const base = executeMap(this.port, { reserve: total, at: 0, sizes, handles, create: false })
     const v = this.newView(base, total, stream, list, off)
+    this.vMade[v] = need
+    if (total - need > this.maxOverhang) this.maxOverhang = total - need
     this.nStitches++
     this.nStitchedChunks += list.length
     this.vLive[v] = V_CLAIMING
@@ -267,8 +280,10 @@ export class Stitcher {
     const segments = this.segments
     const limit = this.reuseLimit * rr
     let tries = MAX_VIEW_TRIES
-    for (let i = views.findIndex(rr); i >= 0 && i < views.length && views.sizeAt(i) <= limit && tries-- > 0; i++) {
+    const bound = limit + this.maxOverhang
+    for (let i = views.findIndex(rr); i >= 0 && i < views.length && views.sizeAt(i) <= bound && tries-- > 0; i++) {
       const v = views.idAt(i)
+      if (this.vMade[v]! > limit) continue
       // the first chunk from its start, or from where the view's first block started
       const first = this.vFirst[v]!
       const off = this.cFree[first] === 1 ? 0 : this.vOff[v]!

@@ -409,7 +409,7 @@ export class StitchingAllocator implements Allocator {
   private stitch(rr: number, size: number, stream: number): BlockId {
     const list: Array<number> = []
     const off = this.selection.select(rr, list)
-    const v = this.stitcher.map(list, off, stream)
+    const v = this.stitcher.map(list, off, stream, rr)
     const spans = this.selection.spans
     const blks: Array<number> = []
     let need = rr
