@@ -43,7 +43,10 @@ export interface SnapshotOptions {
 type Entry = { readonly action?: unknown; readonly addr?: unknown; readonly size?: unknown; readonly stream?: unknown }
 
 const isRecord = (v: unknown): v is Record<string, unknown> => typeof v === "object" && v !== null && !Array.isArray(v)
-const num = (v: unknown): number | undefined => (typeof v === "number" && Number.isSafeInteger(v) ? v : typeof v === "bigint" ? Number(v) : undefined)
+const num = (v: unknown): number | undefined => {
+  const n = typeof v === "bigint" ? Number(v) : v
+  return typeof n === "number" && Number.isSafeInteger(n) ? n : undefined
+}
 
 /**
  * The peaks `tools/record_trace.py` stores next to the history: `gmlake.memory_stats[device]`,
@@ -123,7 +126,12 @@ export const decodeSnapshot = (file: string, data: Uint8Array, options: Snapshot
     const addr = num(e.addr)
     if (e.action === "alloc" && addr !== undefined) seen.add(addr)
     else if (e.action === "free_requested" && addr !== undefined) {
-      if (!seen.has(addr)) before.push({ addr, size: num(e.size) ?? 0, stream: num(e.stream) ?? 0 })
+      if (!seen.has(addr)) {
+        // an allocation made before recording: its size is the one the free reports
+        const size = num(e.size) ?? 0
+        if (size < 0) fail(`"free_requested" needs a size of at least 0, got ${size}`, "invalid", i)
+        before.push({ addr, size, stream: num(e.stream) ?? 0 })
+      }
       seen.delete(addr)
     }
   }
@@ -198,6 +206,7 @@ export const decodeSnapshot = (file: string, data: Uint8Array, options: Snapshot
       default: {
         const kind = typeof action === "string" ? SEGMENT_KIND[action] : undefined
         if (kind === undefined || size === undefined) break
+        if (size < 0) fail(`"${action as string}" needs a size of at least 0, got ${size}`, "invalid", i)
         builder.driver(kind, size)
         reserved += kind === "S" || kind === "M" ? size : -size
         if (reserved > peakReserved) peakReserved = reserved

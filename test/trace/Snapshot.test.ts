@@ -115,6 +115,15 @@ describe("PyTorch memory snapshots", () => {
     expect(t.description).toContain("1 allocation(s) made before recording started")
   })
 
+  it("refuses a negative size where it would become an allocation's or a segment's (fuzz: a damaged byte made one)", () => {
+    const early = { segments: [], device_traces: [[entry("free_requested", 50, -4096), entry("alloc", 60, 10)]] }
+    expect(error(pickle(early)).message).toBe('x.pickle: event 0: "free_requested" needs a size of at least 0, got -4096')
+    const segment = { segments: [], device_traces: [[entry("alloc", 60, 10), entry("segment_alloc", 0, -4096)]] }
+    expect(error(pickle(segment)).message).toBe('x.pickle: event 1: "segment_alloc" needs a size of at least 0, got -4096')
+    const alloc = { segments: [], device_traces: [[entry("alloc", 60, -10)]] }
+    expect(error(pickle(alloc)).message).toMatch(/^x\.pickle: event 0: "alloc" needs an address and a size/)
+  })
+
   it("names a pickle that is not a snapshot, or has no history, or is cut short", () => {
     expect(error(pickle([1, 2, 3])).message)
       .toMatch(/^x\.pickle: a pickle, but not a PyTorch memory snapshot/)

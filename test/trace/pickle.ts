@@ -12,8 +12,8 @@ export const pickle = (value: Py, protocol = 2): Uint8Array => {
     else if (v === true) out.push(0x88)
     else if (v === false) out.push(0x89)
     else if (typeof v === "number") {
-      if (Number.isInteger(v) && v >= 0 && v < 2 ** 31) {
-        out.push(0x4a) // BININT
+      if (Number.isInteger(v) && v >= -(2 ** 31) && v < 2 ** 31) {
+        out.push(0x4a) // BININT (signed, as Python writes a small negative int)
         u32(v)
       } else if (Number.isInteger(v)) {
         // LONG1: little-endian two's complement
