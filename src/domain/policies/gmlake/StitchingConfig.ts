@@ -38,7 +38,8 @@
  *   calls; on the bundled traces none keeps every trace at >= 0.98 utilization, so memory wins by
  *   default and the choice is the user's.
  * - `reuseLimit` 10: GMLake's own: a cached stitched range serves a request of at least a tenth
- *   of its size (the rest of its chunks stay free for others, Note [Stitched view cache]).
+ *   of the block it was stitched for (the rest of its chunks stay free for others, Note [Stitched
+ *   view cache]).
  * - `maxCachedStitchedBytes` 64 GiB: virtual address space, not memory (a cached range holds no
  *   physical byte of its own). The bound keeps stale ranges from growing without limit; on a
  *   device with 2^47 bytes of virtual space it is far from any real limit, and eviction costs a
