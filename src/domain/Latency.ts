@@ -101,12 +101,14 @@ const MIB = 1024 * 1024
  * simulator too: calibrate once on the GPU, compare policies and settings anywhere. The shape over
  * sizes stays the sweep's: a level scales a kind, it does not refit it.
  *
- * Checked on two H200 runs of every bundled trace (`bench/results/2026-12-02-h200-night/`,
- * `bench/results/2026-12-03-h200-levels/`), with levels fitted on the other four traces and
- * applied to the fifth: the model was within 25% of the measured driver time for 19 of the 20
- * trace, policy and run medians (worst 25.5%), against 16 of 20 at the model's own levels (worst
- * 35%). The synthetic workload is a rough level: its tensors are small, and on 2026-12-03 its
- * levels (set access 0.76) were the host's of its own moment, a fifth below the next minute's.
+ * Checked on three H200 runs of every bundled trace (`bench/results/2026-12-02-h200-night/`,
+ * `bench/results/2026-12-03-h200-levels/`, `bench/results/2026-12-03-h200-levels-2/`), with
+ * levels fitted on the other four traces and applied to the fifth: the model was within 25% of
+ * the measured driver time for 27 of the 30 trace, policy and run medians (worst 37%), against 25
+ * of 30 at the model's own levels (worst 35%). The levels help, and the GPU's own drift bounds
+ * them: within one run the host ran the same calls up to a third faster from one minute to the
+ * next. The synthetic workload is a rough level: its tensors are small, and it measures the host
+ * of its own moment (set access 0.76 in one run, 1.11 in the next).
  * @category models
  */
 export type DriverLevels = Readonly<Partial<Record<DriverCallKind, number>>>
