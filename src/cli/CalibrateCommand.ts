@@ -19,8 +19,9 @@ import { renderTable } from "./Table.ts"
 /**
  * What `calibrate` replays when given no trace: a synthetic training run on three streams
  * (`Synthetic.ts`), seconds of work. A rough level: its tensors are smaller than real models' (a
- * peak of 1.2 GiB), and on an H200 its levels came out 15-25% below those of the bundled traces
- * (`bench/results/2026-12-03-h200-levels/`); a user's own traces give theirs.
+ * peak of 1.2 GiB), and a second of work measures the host of that second (on two H200 runs its
+ * set-access level was 0.76 and 1.11, the bundled traces' 0.85-0.95; `bench/results/2026-12-03-h200-levels*`);
+ * a user's own traces, over more rounds, give theirs.
  * @category constants
  */
 export const calibrationWorkload = { seed: 11, steps: 4, layers: 48 } as const
