@@ -137,8 +137,10 @@ export class Stitcher {
 
   /**
    * Maps the chunks of `list` side by side into a fresh range (one map plan: reserve, a map per
-   * chunk, one set-access over the whole range) and records the view, claiming; throws
-   * `DriverError` with nothing changed.
+   * chunk, one set-access over the whole range) and records the view, claiming, made for a block
+   * of `need` bytes from `off`; throws `DriverError` with nothing changed. A list that cannot hold
+   * the block is a bug of the selection, thrown before any driver call (a block served past its
+   * view's end would alias other memory, and show only as utilization above 1).
    */
   map(list: Array<number>, off: number, stream: number, need: number): number {
     // Note [Scratch arrays] in `Segments.ts` (`list` is kept by the view: not scratch)
@@ -152,6 +154,9 @@ export class Stitcher {
       sizes.push(this.cSize[c]!)
       handles.push(this.cHandle[c]!)
       total += this.cSize[c]!
+    }
+    if (total - off < need) {
+      throw new Error(`Stitcher: a view of ${total} B from offset ${off} cannot hold ${need} B (the selection fell short)`)
     }
     const base = executeMap(this.port, { reserve: total, at: 0, sizes, handles, create: false })
     const v = this.newView(base, total, stream, list, off)
