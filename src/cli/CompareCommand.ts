@@ -12,7 +12,7 @@ import type { PolicyName } from "../domain/Allocator.ts"
 import { formatBytes } from "../domain/Units.ts"
 import type { ReplayReport } from "../replay/ReplayRunner.ts"
 import { type AllocationsFailed, UsageError } from "./Errors.ts"
-import { readLevels } from "./Levels.ts"
+import { levelsOf } from "./Levels.ts"
 import * as Options from "./Options.ts"
 import { loadTraceWithProgress, withReplayProgress } from "./Progress.ts"
 import { isComplete } from "./Render.ts"
@@ -58,7 +58,7 @@ const run = (
     if (files.length === 0) return yield* new UsageError({ where: command, detail: "no traces given and none found in ./traces" })
     const policy = yield* resolvePolicyOptions(o.config, Option.none(), o.policies)
     const warmup = typeof o.warmup === "number" ? o.warmup : Option.getOrUndefined(o.warmup)
-    const levels = Option.isSome(o.driverLevels) ? yield* readLevels(o.driverLevels.value) : undefined
+    const levels = yield* levelsOf(o.driverLevels)
     const all: Array<ReplayReport> = []
     // per trace, each other policy's ns/event against caching's (Note [Paired rounds])
     const ratios: Array<Array<string>> = []

@@ -4,7 +4,7 @@
  *
  * @since 0.1.0
  */
-import { Effect, Result, Schema, SchemaIssue } from "effect"
+import { Effect, Option, Result, Schema, SchemaIssue } from "effect"
 import { readFileSync, writeFileSync } from "node:fs"
 import { driverCallKinds } from "../domain/DriverPort.ts"
 import type { DriverLevels } from "../domain/Latency.ts"
@@ -69,6 +69,10 @@ export const readLevels = (file: string): Effect.Effect<DriverLevels, UsageError
     }
     return r.success.levels
   })
+
+/** The levels of `--driver-levels` when it was given (`readLevels`), else `undefined`. @category decoding */
+export const levelsOf = (file: Option.Option<string>): Effect.Effect<DriverLevels | undefined, UsageError> =>
+  Option.isSome(file) ? readLevels(file.value) : Effect.succeed(undefined)
 
 /** Writes a levels file. @category encoding */
 export const writeLevels = (file: string, content: LevelsFile): Effect.Effect<void, OutputError> =>

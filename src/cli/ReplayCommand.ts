@@ -16,7 +16,7 @@ import { replayCuda, replaySim, type ReplayReport } from "../replay/ReplayRunner
 import type { SimDriverOptions } from "../layers/sim/SimDriver.ts"
 import type { Trace } from "../trace/Trace.ts"
 import { AllocationsFailed, CheckFailed, UsageError } from "./Errors.ts"
-import { readLevels } from "./Levels.ts"
+import { levelsOf } from "./Levels.ts"
 import * as Options from "./Options.ts"
 import { loadTraceWithProgress, withReplayProgress } from "./Progress.ts"
 import { failureLines, failureSummary, formatSize, isComplete, replayJson, replayTable, timelineLine, traceHeading } from "./Render.ts"
@@ -132,6 +132,15 @@ const collectYoung = (): void => {
   youngGc?.()
 }
 
+/** What `replayAll` and `replayRounds` pass to every replay. @category replay */
+export interface SimReplayOptions {
+  readonly sim?: SimDriverOptions
+  readonly policy?: PolicyOptions
+  readonly verify?: boolean
+  /** A host's levels to cost the driver calls at (Note [Host levels] in `Latency.ts`). */
+  readonly levels?: DriverLevels
+}
+
 /**
  * Replays one trace under several policies on the simulated device, `repeat` times each (median
  * ns/event), after `warmup` untimed replays (the JIT compiles a policy's code over its first
@@ -149,7 +158,7 @@ const collectYoung = (): void => {
 export const replayAll = (
   trace: Trace,
   policies: ReadonlyArray<PolicyName>,
-  options: { readonly sim?: SimDriverOptions; readonly policy?: PolicyOptions; readonly verify?: boolean; readonly levels?: DriverLevels },
+  options: SimReplayOptions,
   repeat: number,
   warmup: number | undefined
 ) => Effect.map(replayRounds(trace, policies, options, repeat, warmup), (r) => r.reports)
@@ -162,14 +171,14 @@ export const replayAll = (
  * One policy's speed against another's is the median of their per-round ratios, not the ratio of
  * their medians: the two replays of a round ran back to back, under the same load, so a round the
  * machine was busy in slows both and its ratio stays put. On this project's shared two-core
- * machine, three `npm run bench` runs of one tree with the ratio of medians over 5 rounds gave
+ * machine, four `npm run bench` runs of one tree with the ratio of medians over 5 rounds gave
  * gmlake/caching 0.61-1.10 on one trace and 1.04-1.43 on another.
  * @category replay
  */
 export const replayRounds = (
   trace: Trace,
   policies: ReadonlyArray<PolicyName>,
-  options: { readonly sim?: SimDriverOptions; readonly policy?: PolicyOptions; readonly verify?: boolean; readonly levels?: DriverLevels },
+  options: SimReplayOptions,
   repeat: number,
   warmup: number | undefined
 ) =>
@@ -283,7 +292,7 @@ export const replay = Command.make(
   (o) =>
     Effect.gen(function*() {
       const policy = yield* resolvePolicyOptions(o.config, o.crossStream, o.policies)
-      const levels = Option.isSome(o.driverLevels) ? yield* readLevels(o.driverLevels.value) : undefined
+      const levels = yield* levelsOf(o.driverLevels)
       if (o.device === "cuda") {
         for (const [name, v] of [["capacity", o.capacity], ["granularity", o.granularity], ["inject-faults", o.injectFaults], ["seed", o.seed], ["event-latency", o.eventLatency]] as const) {
           if (Option.isSome(v)) return yield* new UsageError({ where: `replay: --${name}`, detail: "only for the simulated device (--device sim)" })

@@ -11,7 +11,7 @@ import { loadChartAssets } from "../report/Assets.ts"
 import { render } from "../report/Html.ts"
 import { make } from "../report/Report.ts"
 import { OutputError } from "./Errors.ts"
-import { readLevels } from "./Levels.ts"
+import { levelsOf } from "./Levels.ts"
 import * as Options from "./Options.ts"
 import { loadTraceWithProgress, withReplayProgress } from "./Progress.ts"
 import { resolvePolicyOptions } from "./ReplayCommand.ts"
@@ -54,7 +54,7 @@ export const report = Command.make(
   (o) =>
     Effect.gen(function*() {
       const policy = yield* resolvePolicyOptions(o.config, o.crossStream, o.policies)
-      const levels = Option.isSome(o.driverLevels) ? yield* readLevels(o.driverLevels.value) : undefined
+      const levels = yield* levelsOf(o.driverLevels)
       const assets = yield* loadChartAssets
       const trace = yield* loadTraceWithProgress(o.trace, Option.getOrUndefined(o.deviceIndex), false)
       const data = yield* withReplayProgress(

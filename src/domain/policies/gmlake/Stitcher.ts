@@ -7,18 +7,19 @@
  * A view lives on after its block is freed, cached, indexed by size in its stream's pool. A
  * request that no free block fits looks there first, from the smallest view of at least its size
  * up, among the views stitched for a block of at most `reuseLimit` times its size (the first 256
- * such), for one whose bytes it would take are all free again: its chunks wholly free, except that a view that began inside a partly used chunk
- * (Note [Stitch selection]) needs that chunk free only from where its block began, and the last
+ * such), for one whose bytes it would take are all free again: its chunks wholly free, except
+ * that a view that began inside a partly used chunk (Note [Stitch selection]) needs that chunk
+ * free only from where its block began, and the last
  * chunk the request reaches into needs to be free only as far as it reaches. Whole chunks are
  * checked first (a flag each; Note [Failed view memo] skips most walks), the partly free ends last
  * (a block lookup each). Checking at that moment, on the slow path, costs nothing on the hot
  * path, where keeping a per-view count of busy chunks up to date cost a tenth of the replay time.
- * The request takes the view's first bytes; chunks past them stay free in their segments (they are no part of the block). The limit
- * counts the block a view was stitched for (`vMade`), not the bytes it maps: a view maps whole
- * chunks, so one stitched for 0.86 MiB from the end of a 2 MiB chunk and the start of a 64 MiB one
- * maps 66 MiB, and measured by that it could never serve its own request again; the same view was
- * then stitched anew every step, for ever (random steps found it about once in 5,000; the three
- * cases are tests in `steady-state.test.ts`). Views are visited in the order of the bytes they map,
+ * The request takes the view's first bytes; chunks past them stay free in their segments (they
+ * are no part of the block). The limit counts the block a view was stitched for (`vMade`), not the
+ * bytes it maps: a view maps whole chunks, so one stitched for 0.86 MiB from the end of a 2 MiB
+ * chunk and the start of a 64 MiB one maps 66 MiB, and measured by that it could never serve its
+ * own request again; the same view was then stitched anew every step, for ever (runs of 5,000
+ * random steps found such a step in one of two; three are tests in `steady-state.test.ts`). Views are visited in the order of the bytes they map,
  * as before, up to the limit plus the most any view maps past its block, so where a view was found
  * before the same one is found now (the bundled traces' decisions are unchanged). A hit makes no
  * driver call at all. Views are evicted, least recently released first, when the cached ones pass
