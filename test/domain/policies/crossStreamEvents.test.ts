@@ -84,9 +84,9 @@ const pick = <K, V>(m: ReadonlyMap<K, V>, n: number): K | undefined => {
   return undefined
 }
 
-let adoptions = 0
 describe("cross-stream adoption when events fail", () => {
-  it("never maps a chunk into another stream before its last use there is known complete, whatever the events do", () => {
+  for (const lend of [false, true]) it(`${lend ? "lending" : "adoption"}: never maps a chunk into another stream before its last use there is known complete, whatever the events do`, () => {
+    let handovers = 0
     fc.assert(fc.property(prog, (p) => {
       const sim = new SimDriver({ eventLatency: p.latency, capacity: p.capacity })
       const shadow = new StreamShadow(sim)
@@ -96,7 +96,7 @@ describe("cross-stream adoption when events fail", () => {
       const streams = [0]
       for (let s = 1; s < p.streams; s++) streams.push(sim.streamCreate())
       const dead = new Set<number>()
-      const cfg = Result.getOrThrow(decodeStitchingConfig({ maxChunkBytes: p.chunk * MiB, chunkDivisor: 4 }))
+      const cfg = Result.getOrThrow(decodeStitchingConfig({ maxChunkBytes: p.chunk * MiB, chunkDivisor: 4, crossStreamLending: lend }))
       const a = makeAllocator("gmlake", port, { gmlake: cfg }, port) as any
       let core: any = a
       while (core.inner !== undefined) core = core.inner
@@ -154,10 +154,10 @@ describe("cross-stream adoption when events fail", () => {
         }
         core.checkIntegrity()
       }
-      adoptions += core.adoption?.nAdoptions ?? 0
+      handovers += lend ? core.nLentFrees : core.adoption?.nAdoptions ?? 0
       shadow.close()
     }), { numRuns: 200 })
     // the programs do move memory across streams (else the property says nothing)
-    expect(adoptions).toBeGreaterThan(0)
+    expect(handovers).toBeGreaterThan(0)
   })
 })

@@ -56,6 +56,7 @@ export const programArb = fc.record({
 type Program = typeof programArb extends fc.Arbitrary<infer P> ? P : never
 
 const noCrossStream = Result.getOrThrow(decodeStitchingConfig({ crossStream: false }))
+const lending = Result.getOrThrow(decodeStitchingConfig({ crossStreamLending: true }))
 
 const pick = <K, V>(m: ReadonlyMap<K, V>, n: number): K | undefined => {
   if (m.size === 0) return undefined
@@ -157,6 +158,7 @@ export const runProgram = (
 
 const configurations: ReadonlyArray<readonly [string, PolicyOptions, "gmlake" | "caching" | "expandable"]> = [
   ["gmlake (default)", {}, "gmlake"],
+  ["gmlake, lending (cross_stream_lending)", { gmlake: lending }, "gmlake"],
   ["gmlake, one shared pool (crossStream adaptor)", { crossStream: true }, "gmlake"],
   ["caching, one shared pool (crossStream adaptor)", { crossStream: true }, "caching"],
   ["expandable (default)", {}, "expandable"]
@@ -174,10 +176,10 @@ describe("cross-stream safety", () => {
         }),
         // adoption needs one stream's chunks free and safe while another grows: a few programs in a
         // hundred; 300 make a run without one (which the last check refuses) about 1 in 10^5
-        { numRuns: name.startsWith("gmlake (default)") ? 300 : 80 }
+        { numRuns: options.crossStream !== true && policy === "gmlake" ? 300 : 80 }
       )
       // Not vacuous: memory did move between streams (adoption, or the shared pool).
-      if (options.crossStream === true || name.startsWith("gmlake (default)")) expect(handovers).toBeGreaterThan(0)
+      if (options.crossStream === true || policy === "gmlake") expect(handovers).toBeGreaterThan(0)
     })
   }
 
@@ -196,6 +198,17 @@ describe("cross-stream safety", () => {
     const r = fc.check(
       fc.property(programArb, (p) => {
         runProgram(p, (port) => makeAllocator("gmlake", port, {}, port), { lieAboutEvents: true })
+      }),
+      { numRuns: 300, seed: 7 }
+    )
+    expect(r.failed).toBe(true)
+    expect(r.errorInstance).toBeInstanceOf(ShadowViolation)
+  })
+
+  it("the checker catches lending that trusts events which have not completed", () => {
+    const r = fc.check(
+      fc.property(programArb, (p) => {
+        runProgram(p, (port) => makeAllocator("gmlake", port, { gmlake: lending }, port), { lieAboutEvents: true })
       }),
       { numRuns: 300, seed: 7 }
     )

@@ -229,6 +229,62 @@ export class Adoption {
     this.spare.length = 0
   }
 
+  /**
+   * Polls `stream`'s events; frees not yet covered by an event in flight are covered now, and the
+   * new event is asked at once (Note [Fewer events]: a device that keeps up has already passed it).
+   */
+  catchUp(stream: number): void {
+    this.poll(stream)
+    const q = this.fifo[stream]
+    const covered = q !== undefined && q.length > 0 ? this.labels[stream]![q.length - 1]! : (this.safe[stream] ?? -1)
+    if ((this.lastFree[stream] ?? 0) > covered && (q === undefined || q.length < FIFO)) {
+      this.record(stream)
+      this.poll(stream)
+    }
+  }
+
+  /** `catchUp` on every stream in use. */
+  catchUpAll(): void {
+    const pools = this.segments.pools
+    for (let s = 0; s < pools.length; s++) if (pools[s] !== undefined) this.catchUp(s)
+  }
+
+  /**
+   * Waits until the work `stream` queued before its free numbered `seq` has run (`emptyCache`, as
+   * PyTorch's synchronizes its outstanding events); returns whether it has (false: the driver
+   * refused, or no event could be recorded on the stream).
+   */
+  drain(stream: number, seq: number): boolean {
+    for (let tries = 0; tries <= FIFO + 1 && !this.passed(stream, seq); tries++) {
+      this.catchUp(stream)
+      const q = this.fifo[stream]
+      if (q === undefined || q.length === 0) return this.passed(stream, seq)
+      try {
+        this.events.eventSynchronize(q[q.length - 1]!)
+      } catch (err) {
+        if (err instanceof DriverError) return false
+        throw err
+      }
+      this.poll(stream)
+    }
+    return this.passed(stream, seq)
+  }
+
+  /** Whether the work `stream` queued before its free numbered `seq` has run (as last polled). */
+  passed(stream: number, seq: number): boolean {
+    return seq <= (this.safe[stream] ?? -1)
+  }
+
+  /**
+   * Whether chunk `c` may be lent to a stream other than its segment's now (Note [Cross-stream
+   * lending]): wholly free, and its last use done. Mapped by other views or not, it is not moved.
+   */
+  readonly lendable = (c: number): boolean => {
+    const chunks = this.chunks
+    if (chunks.cFree[c] !== 1) return false
+    return (chunks.cFreedAt[c] ?? 0) <= (this.safe[this.segments.segStream[chunks.cSeg[c]!]!] ?? -1)
+  }
+
   /** Whether chunk `c`, wholly free in a segment of `stream`, may move to another stream now. */
   private adoptable(c: number, stream: number): boolean {
     if ((this.chunks.cFreedAt[c] ?? 0) > (this.safe[stream] ?? -1)) return false
@@ -254,15 +310,7 @@ export class Adoption {
     for (let s = 0; s < sg.pools.length; s++) {
       const other = sg.pools[s]
       if (s === stream || other === undefined || other.runBytes === 0) continue
-      this.poll(s)
-      // Note [Fewer events]: frees not yet covered by an event in flight are covered now, and the
-      // new event is asked at once (a device that keeps up has already passed it)
-      const q = this.fifo[s]
-      const covered = q !== undefined && q.length > 0 ? this.labels[s]![q.length - 1]! : (this.safe[s] ?? -1)
-      if ((this.lastFree[s] ?? 0) > covered && (q === undefined || q.length < FIFO)) {
-        this.record(s)
-        this.poll(s)
-      }
+      this.catchUp(s)
       for (let i = 0; i < other.free.length; i++) {
         const x = other.free.idAt(i)
         if (sg.bRun[x]! === 0) continue

@@ -13,6 +13,12 @@ export const G_DEAD = 0
 export const G_LIVE = 1
 /** @category models */
 export const G_DEFERRED = 2
+/**
+ * Freed, its view mapping other streams' chunks, which go back to them once the freeing stream's
+ * work is done (Note [Cross-stream lending]).
+ * @category models
+ */
+export const G_RETURNING = 3
 
 /**
  * Grants, what a `BlockId` names (Note [Block table] in `Segments.ts`): a primary block (`view`

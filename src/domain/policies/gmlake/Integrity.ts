@@ -124,6 +124,25 @@ export const checkIntegrity = ({ chunks, grants, segments: sg, stitcher: st }: S
     if (v >= 0 && st.vLive[v] !== grants.idOf(slot)) fail(`grant ${slot}'s view ${v} names another user`)
   }
   for (const [b, slot] of usedBy) if (slot === -1) fail(`used block ${b} belongs to no grant`)
+  // Note [Cross-stream lending]: a chunk counts the spans of other streams' views it holds
+  const lent = new Map<number, number>()
+  for (let slot = 0; slot < grants.state.length; slot++) {
+    const v = grants.view[slot]!
+    if (grants.state[slot] === G_DEAD || v < 0) continue
+    for (const b of grants.blks[slot]!) {
+      const seg = sg.bSeg[b]!
+      if (sg.segStream[seg] === st.vStream[v]) continue
+      for (let at = sg.bStart[b]!; at < sg.bStart[b]! + sg.bSize[b]!; at = end_(sg.chunkAt(seg, at))) {
+        const c = sg.chunkAt(seg, at)
+        lent.set(c, (lent.get(c) ?? 0) + 1)
+      }
+    }
+  }
+  for (let c = 0; c < cSeg.length; c++) {
+    if (cSeg[c]! >= 0 && (chunks.cLent[c] ?? 0) !== (lent.get(c) ?? 0)) {
+      fail(`chunk ${c} counts ${chunks.cLent[c]} spans lent to other streams, holds ${lent.get(c) ?? 0}`)
+    }
+  }
   let cached = 0
   for (let v = 0; v < st.vBase.length; v++) {
     if (st.vLive[v] === V_DEAD) continue

@@ -28,6 +28,11 @@ export class ChunkPool {
   readonly cViews: Array<Array<number> | null> = []
   /** The sequence number of the free that made the chunk wholly free (Note [Cross-stream adoption]). */
   readonly cFreedAt: Array<number> = []
+  /**
+   * Spans of the chunk held by another stream's view (Note [Cross-stream lending]): while any are,
+   * the chunk is mapped into no new view of its own stream, even where partly free.
+   */
+  readonly cLent: Array<number> = []
   /** The sequence number of the latest free, bumped by the allocator at each. */
   freeSeq = 0
   private readonly chunkFreeIds: Array<number> = []
@@ -48,6 +53,7 @@ export class ChunkPool {
       this.cBlk[c] = -1
       this.cViews[c] = null
       this.cFreedAt[c] = this.freeSeq
+      this.cLent[c] = 0
     } else {
       c = this.cHandle.length
       this.cHandle.push(handle)
@@ -59,6 +65,7 @@ export class ChunkPool {
       this.cBlk.push(-1)
       this.cViews.push(null)
       this.cFreedAt.push(this.freeSeq)
+      this.cLent.push(0)
     }
     this.reservedBytes += size
     return c

@@ -64,16 +64,27 @@ export class Selection {
   private readonly scratch: Array<number> = []
   /** (block, from, to) triples to claim, in range order; filled by `select`. */
   readonly spans: Array<number> = []
+  /**
+   * Other streams' free blocks among `runIds` (Note [Cross-stream lending]), with the stretch of
+   * each that may be lent (start, end): only part of a block's run may be.
+   */
+  private readonly foreign = new Map<number, number>()
+  private readonly foreignEnd = new Map<number, number>()
+  /** The span `run` found. */
+  private rs = 0
+  private re = 0
 
   private readonly segments: Segments
   private readonly cStart: Array<number>
   private readonly cSize: Array<number>
+  private readonly cLent: Array<number>
   private readonly minPartial: number
 
   constructor(chunks: ChunkPool, segments: Segments, minPartial: number) {
     this.segments = segments
     this.cStart = chunks.cStart
     this.cSize = chunks.cSize
+    this.cLent = chunks.cLent
     this.minPartial = minPartial
   }
 
@@ -87,6 +98,8 @@ export class Selection {
     tails.length = 0
     const runIds = this.runIds
     runIds.length = 0
+    this.foreign.clear()
+    this.foreignEnd.clear()
     const free = pool.free
     for (let i = free.length - 1; i >= 0; i--) {
       const x = free.idAt(i)
@@ -97,10 +110,11 @@ export class Selection {
       const b = a + sg.bSize[x]!
       const ci = sg.chunkAt(seg, a)
       const ce = this.cStart[ci]! + this.cSize[ci]!
-      if (this.cStart[ci]! < a && ce <= b && ce - a >= min) top3(heads, x, ce - a)
+      // Note [Cross-stream lending]: a chunk partly lent to another stream is mapped into no view
+      if (this.cStart[ci]! < a && ce <= b && ce - a >= min && this.cLent[ci] === 0) top3(heads, x, ce - a)
       const cj = sg.chunkAt(seg, b - 1)
       const js = this.cStart[cj]!
-      if (js + this.cSize[cj]! > b && js >= a && b - js >= min) top3(tails, x, b - js)
+      if (js + this.cSize[cj]! > b && js >= a && b - js >= min && this.cLent[cj] === 0) top3(tails, x, b - js)
     }
     if (runIds.length > 1) {
       const bRun = sg.bRun
@@ -165,12 +179,11 @@ export class Selection {
     const middle = this.middle
     middle.length = 0
     const runIds = this.runIds
-    const bRun = sg.bRun
     let i = 0
     while (need > 0 && i < runIds.length) {
       // the smallest untaken run that covers the rest, else the densest untaken one
       let j = runIds.length - 1
-      while (j >= i && bRun[runIds[j]!]! < need) j--
+      while (j >= i && this.runBytes(runIds[j]!) < need) j--
       const last = j >= i
       if (!last) {
         j = this.densest(i)
@@ -188,10 +201,9 @@ export class Selection {
       i++
       const blk = runIds[j]!
       const seg = sg.bSeg[blk]!
-      const a = sg.bStart[blk]!
-      sg.runOf(seg, a, a + sg.bSize[blk]!)
-      const rs = sg.rs
-      const re = sg.re
+      this.run(blk)
+      const rs = this.rs
+      const re = this.re
       if (blk === Q && useQ) {
         // chunks before Q's partial one, taken backwards
         let s = re
@@ -247,16 +259,83 @@ export class Selection {
     for (let k = from; k < runIds.length; k++) {
       const x = runIds[k]!
       const seg = sg.bSeg[x]!
-      const a = sg.bStart[x]!
-      const bytes = sg.runOf(seg, a, a + sg.bSize[x]!)
+      const bytes = this.run(x)
       let n = 0
-      for (let at = sg.rs; at < sg.re; at += this.cSize[sg.chunkAt(seg, at)]!) n++
+      for (let at = this.rs; at < this.re; at += this.cSize[sg.chunkAt(seg, at)]!) n++
       if (bytes / n > bestDensity) {
         bestDensity = bytes / n
         best = k
       }
     }
     return best
+  }
+
+  /** The bytes of free block `x`'s run that a stitch may take (its own stream's: all of it). */
+  private runBytes(x: number): number {
+    const from = this.foreign.get(x)
+    return from === undefined ? this.segments.bRun[x]! : this.foreignEnd.get(x)! - from
+  }
+
+  /** Sets `rs`, `re` to the stretch of free block `x`'s run a stitch may take; returns its bytes. */
+  private run(x: number): number {
+    const from = this.foreign.get(x)
+    if (from !== undefined) {
+      this.rs = from
+      this.re = this.foreignEnd.get(x)!
+      return this.re - from
+    }
+    const sg = this.segments
+    const a = sg.bStart[x]!
+    const bytes = sg.runOf(sg.bSeg[x]!, a, a + sg.bSize[x]!)
+    this.rs = sg.rs
+    this.re = sg.re
+    return bytes
+  }
+
+  /**
+   * Adds to what `gather` found the chunks of other streams' segments that `lendable` says may be
+   * lent to `stream` (Note [Cross-stream lending]): of each free block, the longest stretch of its
+   * run whose chunks all may. Returns the bytes added.
+   */
+  gatherForeign(stream: number, lendable: (c: number) => boolean): number {
+    const sg = this.segments
+    const runIds = this.runIds
+    let added = 0
+    for (let s = 0; s < sg.pools.length; s++) {
+      const other = sg.pools[s]
+      if (s === stream || other === undefined || other.runBytes === 0) continue
+      for (let i = 0; i < other.free.length; i++) {
+        const x = other.free.idAt(i)
+        if (sg.bRun[x]! === 0) continue
+        const seg = sg.bSeg[x]!
+        const a = sg.bStart[x]!
+        sg.runOf(seg, a, a + sg.bSize[x]!)
+        const re = sg.re
+        let at = sg.rs
+        let bestFrom = 0
+        let bestBytes = 0
+        while (at < re) {
+          const from = at
+          while (at < re && lendable(sg.chunkAt(seg, at))) at += this.cSize[sg.chunkAt(seg, at)]!
+          if (at - from > bestBytes) {
+            bestFrom = from
+            bestBytes = at - from
+          }
+          if (at < re) at += this.cSize[sg.chunkAt(seg, at)]!
+        }
+        if (bestBytes === 0) continue
+        this.foreign.set(x, bestFrom)
+        this.foreignEnd.set(x, bestFrom + bestBytes)
+        runIds.push(x)
+        added += bestBytes
+      }
+    }
+    if (added > 0) {
+      // largest first, as `gather` sorts them (the search in `select` relies on it)
+      const bStart = sg.bStart
+      runIds.sort((x, y) => this.runBytes(y) - this.runBytes(x) || bStart[x]! - bStart[y]!)
+    }
+    return added
   }
 
   /**

@@ -100,6 +100,14 @@ export class Stitcher {
   private readonly vMade: Array<number> = []
   /** The most any view maps past the block it was stitched for. */
   private maxOverhang = 0
+  /** 1 where a view maps chunks of another stream's segments (Note [Cross-stream lending]). */
+  readonly vForeign: Array<number> = []
+  /**
+   * Whether another stream may take chunk `c` now (wholly free, its last use done); set by the
+   * allocator when it lends (Note [Cross-stream lending]). A cached view that would reach another
+   * stream's chunk is usable only if this says so.
+   */
+  lendable: ((c: number) => boolean) | undefined = undefined
 
   /** `map`'s chunk sizes and handles, reused (Note [Scratch arrays] in `Segments.ts`). */
   private readonly mapSizes: Array<number> = []
@@ -162,6 +170,10 @@ export class Stitcher {
     const base = executeMap(this.port, { reserve: total, at: 0, sizes, handles, create: false })
     const v = this.newView(base, total, stream, list, off)
     this.vMade[v] = need
+    let foreign = 0
+    const segStream = this.segments.segStream
+    for (let i = 0; i < list.length; i++) if (segStream[this.cSeg[list[i]!]!] !== stream) foreign = 1
+    this.vForeign[v] = foreign
     if (total - need > this.maxOverhang) this.maxOverhang = total - need
     this.nStitches++
     this.nStitchedChunks += list.length
@@ -316,6 +328,8 @@ export class Stitcher {
         need -= this.cSize[c]!
       }
       if (need > 0 && last < 0) continue
+      // Note [Cross-stream lending]: another stream's chunks only wholly free and done with
+      if (this.vForeign[v] === 1 && !this.foreignOk(v, k)) continue
       if (off > 0) {
         const p = this.cStart[first]! + off
         if (segments.freeBlockOver(first, this.cSeg[first]!, p, this.cStart[first]! + this.cSize[first]!) < 0) continue
@@ -327,6 +341,20 @@ export class Stitcher {
       return v
     }
     return -1
+  }
+
+  /** Whether the first `k` chunks of view `v` that belong to other streams may be lent now. */
+  private foreignOk(v: number, k: number): boolean {
+    const lendable = this.lendable
+    if (lendable === undefined) return false
+    const chunks = this.vChunks[v]!
+    const stream = this.vStream[v]!
+    const segStream = this.segments.segStream
+    for (let i = 0; i < k; i++) {
+      const c = chunks[i]!
+      if (segStream[this.cSeg[c]!] !== stream && !lendable(c)) return false
+    }
+    return true
   }
 
   /**

@@ -67,7 +67,7 @@ import { DriverError, InvalidBlockError, InvalidRequestError, OutOfMemoryError }
 import { SLOT_LIMIT } from "../../SlotTable.ts"
 import type { Address, BlockId } from "../../Units.ts"
 import { Adoption } from "./Adoption.ts"
-import { G_DEFERRED, G_LIVE, GrantTable } from "./Grants.ts"
+import { G_DEFERRED, G_LIVE, G_RETURNING, GrantTable } from "./Grants.ts"
 import { checkIntegrity } from "./Integrity.ts"
 import { defaultParts, type PartFactories } from "./Parts.ts"
 import type { ChunkPool } from "./Pool.ts"
@@ -101,6 +101,18 @@ export class StitchingAllocator implements Allocator {
   readonly adoption: Adoption | undefined
 
   private nReleased = 0
+  /** Requests below this (a granule) never borrow (Note [Cross-stream lending]). */
+  private readonly lendMin: number
+  /** Whether other streams' chunks are lent through views rather than moved. */
+  private readonly lending: boolean
+  /** Grants returning lent chunks: slot, the freeing stream, the free's number. */
+  private readonly retSlot: Array<number> = []
+  private readonly retStream: Array<number> = []
+  private readonly retSeq: Array<number> = []
+  /** Frees of blocks that held other streams' bytes (Note [Cross-stream lending]). */
+  nLentFrees = 0
+  /** Scratch: the spans of a lending view's grant that are the freeing stream's own. */
+  private readonly ownBlks: Array<number> = []
 
   /**
    * `streams`, the device's streams and events, enables cross-stream adoption (with the
@@ -143,6 +155,9 @@ export class StitchingAllocator implements Allocator {
     this.adoption = config.crossStream && streams !== undefined
       ? new Adoption(port, streams, this.chunks, this.segments, this.stitcher, this.shape)
       : undefined
+    this.lending = this.adoption !== undefined && config.crossStreamLending
+    this.lendMin = g
+    if (this.lending) this.stitcher.lendable = this.adoption!.lendable
   }
 
   // --- the Allocator contract --------------------------------------------------------------------
@@ -184,6 +199,11 @@ export class StitchingAllocator implements Allocator {
   }
 
   emptyCache(): void {
+    if (this.retSlot.length > 0) {
+      // Note [Cross-stream lending]: wait for the borrowers' work, then give the spans back
+      for (let i = 0; i < this.retSlot.length; i++) this.adoption!.drain(this.retStream[i]!, this.retSeq[i]!)
+      this.returnLent()
+    }
     this.adoption?.dropEvents()
     this.stitcher.evictAll()
     this.pressure.releaseFreeChunks()
@@ -246,6 +266,7 @@ export class StitchingAllocator implements Allocator {
       if (this.adoption?.multi === true && sg.wholeFreed !== whole) this.adoption.freed(sg.segStream[sg.bSeg[b]!]!)
     } else {
       const blks = grants.blks[slot]!
+      if (this.lending && this.stitcher.vForeign[v] === 1 && this.lendFree(slot, v, blks)) return
       for (let i = 0; i < blks.length; i++) sg.release(blks[i]!)
       // Note [Stitched view cache]
       this.stitcher.cache(v)
@@ -254,6 +275,113 @@ export class StitchingAllocator implements Allocator {
     grants.blks[slot] = null
     grants.drop(slot)
     if (v >= 0) this.stitcher.autoEvict()
+    // Note [Cross-stream lending]: lent spans go back as soon as they may
+    if (this.retSlot.length > 0) this.returnLent()
+  }
+
+  // --- lending (Note [Cross-stream lending]) ---------------------------------------------------
+
+  /**
+   * Frees grant `slot` of view `v`, which maps other streams' chunks: its spans in the freeing
+   * stream's own segments go back now, the others once the stream's work up to this free is done.
+   * Returns false, changing nothing, where the grant holds none of other streams' bytes.
+   */
+  private lendFree(slot: number, v: number, blks: Array<number>): boolean {
+    const sg = this.segments
+    const stream = this.stitcher.vStream[v]!
+    let lent = false
+    for (let i = 0; i < blks.length && !lent; i++) lent = sg.segStream[sg.bSeg[blks[i]!]!] !== stream
+    if (!lent) return false
+    this.nLentFrees++
+    const own = this.ownBlks
+    own.length = 0
+    let k = 0
+    for (let i = 0; i < blks.length; i++) {
+      const b = blks[i]!
+      if (sg.segStream[sg.bSeg[b]!] === stream) own.push(b)
+      else blks[k++] = b
+    }
+    blks.length = k
+    for (let i = 0; i < own.length; i++) sg.release(own[i]!)
+    this.grants.state[slot] = G_RETURNING
+    this.retSlot.push(slot)
+    this.retStream.push(stream)
+    this.retSeq.push(this.chunks.freeSeq)
+    // an event on the freeing stream labelled with this free (or a later one, if its FIFO is full)
+    this.adoption!.freed(stream)
+    this.returnLent()
+    return true
+  }
+
+  /** Counts the chunks of other streams' spans `blks` (all foreign) as lent, `delta` each. */
+  private markLent(blks: ReadonlyArray<number>, delta: number): void {
+    const sg = this.segments
+    const cLent = this.chunks.cLent
+    for (let i = 0; i < blks.length; i++) {
+      const b = blks[i]!
+      const seg = sg.bSeg[b]!
+      const end = sg.bStart[b]! + sg.bSize[b]!
+      for (let at = sg.bStart[b]!; at < end;) {
+        const c = sg.chunkAt(seg, at)
+        cLent[c] = cLent[c]! + delta
+        at = this.chunks.end(c)
+      }
+    }
+  }
+
+  /** After a view grant of `stream` claimed `blks`: the spans in other streams' segments are lent. */
+  private lendClaimed(blks: ReadonlyArray<number>, stream: number): void {
+    const sg = this.segments
+    const foreign = this.ownBlks
+    foreign.length = 0
+    for (let i = 0; i < blks.length; i++) if (sg.segStream[sg.bSeg[blks[i]!]!] !== stream) foreign.push(blks[i]!)
+    this.markLent(foreign, 1)
+  }
+
+  /**
+   * Gives lent spans back to their streams where the borrowing stream's work up to their free has
+   * run, and caches their views; returns whether any went back.
+   */
+  private returnLent(): boolean {
+    const adoption = this.adoption!
+    const slots = this.retSlot
+    const streams = this.retStream
+    const seqs = this.retSeq
+    for (let i = 0; i < streams.length; i++) adoption.catchUp(streams[i]!)
+    const grants = this.grants
+    const sg = this.segments
+    let k = 0
+    let any = false
+    for (let i = 0; i < slots.length; i++) {
+      const slot = slots[i]!
+      if (!adoption.passed(streams[i]!, seqs[i]!)) {
+        slots[k] = slot
+        streams[k] = streams[i]!
+        seqs[k++] = seqs[i]!
+        continue
+      }
+      any = true
+      const blks = grants.blks[slot]!
+      this.markLent(blks, -1)
+      this.chunks.freeSeq++
+      for (let j = 0; j < blks.length; j++) {
+        const whole = sg.wholeFreed
+        const b = blks[j]!
+        const owner = sg.segStream[sg.bSeg[b]!]!
+        sg.release(b)
+        // the owner's next use of them waits for nothing; another stream's, for this event
+        if (sg.wholeFreed !== whole) adoption.freed(owner)
+      }
+      const v = grants.view[slot]!
+      this.stitcher.cache(v)
+      grants.blks[slot] = null
+      grants.drop(slot)
+    }
+    slots.length = k
+    streams.length = k
+    seqs.length = k
+    if (any) this.stitcher.autoEvict()
+    return any
   }
 
   // --- malloc ------------------------------------------------------------------------------------
@@ -287,12 +415,19 @@ export class StitchingAllocator implements Allocator {
 
   private mallocSlow(pool: StreamPool, rr: number, size: number, stream: number): BlockId {
     if (this.adoption !== undefined && !this.adoption.multi) this.adoption.noteStreams()
+    if (this.retSlot.length > 0 && this.returnLent()) {
+      const x = pool.free.bestFit(rr)
+      if (x >= 0) return this.grantPrimary(pool, x, rr, size)
+    }
+    // Note [Cross-stream lending]: other streams' safe numbers, for the views that borrow
+    if (this.lending && this.adoption!.multi) this.adoption!.catchUpAll()
     const stitcher = this.stitcher
     if (pool.views.length > 0) {
       const v = stitcher.usableView(pool, rr)
       if (v >= 0) {
         const off = stitcher.hitOff
         const blks = stitcher.take(pool, v, rr)
+        if (stitcher.vForeign[v] === 1) this.lendClaimed(blks, stream)
         const id = this.grants.make(stitcher.vBase[v]! + off, size, -1, blks, v)
         stitcher.vLive[v] = id
         return id
@@ -368,7 +503,7 @@ export class StitchingAllocator implements Allocator {
     const x = pool.free.bestFit(rr)
     if (x >= 0) return this.grantPrimary(pool, x, rr, size)
     const sg = this.segments
-    const gathered = this.selection.gather(pool)
+    const gathered = this.gather(pool, stream, rr)
     if (gathered >= rr) return this.stitch(rr, size, stream)
     const g = sg.granule
     const seg = pool.segment
@@ -389,7 +524,7 @@ export class StitchingAllocator implements Allocator {
       growing = true
     }
     // Note [Cross-stream adoption]: before creating memory, take what other streams are done with.
-    if (adopt && this.adoption?.multi === true && this.adoption.adopt(pool, stream, growing ? grow : shortfall) > 0) {
+    if (adopt && !this.lending && this.adoption?.multi === true && this.adoption.adopt(pool, stream, growing ? grow : shortfall) > 0) {
       return this.acquire(pool, rr, size, stream, false)
     }
     if (growing) {
@@ -401,8 +536,18 @@ export class StitchingAllocator implements Allocator {
     sg.grow(this.port, this.shape, pool, stream, shortfall, rr - gathered)
     const y = pool.free.bestFit(rr)
     if (y >= 0) return this.grantPrimary(pool, y, rr, size)
-    this.selection.gather(pool)
+    this.gather(pool, stream, rr)
     return this.stitch(rr, size, stream)
+  }
+
+  /**
+   * What a stitch of `rr` bytes for `stream` could gather: its own free chunks, and where they
+   * fall short and it lends, other streams' (Note [Cross-stream lending]).
+   */
+  private gather(pool: StreamPool, stream: number, rr: number): number {
+    const own = this.selection.gather(pool)
+    if (own >= rr || !this.lending || !this.adoption!.multi || rr < this.lendMin) return own
+    return own + this.selection.gatherForeign(stream, this.adoption!.lendable)
   }
 
   /** Stitches a new view for `rr` bytes (after `gather`) and claims its block. */
@@ -420,6 +565,7 @@ export class StitchingAllocator implements Allocator {
       blks.push(this.segments.carve(x, p - this.segments.bStart[x]!, take))
       need -= take
     }
+    if (this.stitcher.vForeign[v] === 1) this.lendClaimed(blks, stream)
     const id = this.grants.make(this.stitcher.vBase[v]! + off, size, -1, blks, v)
     this.stitcher.vLive[v] = id
     return id

@@ -111,7 +111,12 @@ export class StitchingConfig extends Schema.Class<StitchingConfig>("gmlake/Stitc
    * Before a stream grows, adopt chunks wholly free in other streams' segments whose last use
    * has completed (Note [Cross-stream adoption]; needs the device's streams and events).
    */
-  crossStream: withDefault(Bool, true)
+  crossStream: withDefault(Bool, true),
+  /**
+   * With `crossStream`: lend other streams' free chunks through views of the borrowing stream
+   * instead of moving them (Note [Cross-stream lending]).
+   */
+  crossStreamLending: withDefault(Bool, false)
 }) {}
 
 /**
