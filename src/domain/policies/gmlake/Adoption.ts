@@ -51,6 +51,34 @@
  * adoption finds frees not yet covered, the event it records is queried at once: a device that
  * keeps up has passed it already, and its chunks can move in this very adoption.
  *
+ * Note [Cross-stream lending]
+ * ---------------------------
+ * Adoption moves chunks, and where two streams peak in turn it moves the same chunks back and
+ * forth every step, for ever: on the synthetic multi-stream traces up to 748 driver calls in the
+ * second half, each move an unmap that synchronizes a GPU. With `crossStreamLending` a stream
+ * short of memory *borrows* instead: when its own free chunks cannot serve a request of a granule
+ * or more, the stitch selection (Note [Stitch selection]) also takes runs of other streams' chunks
+ * that are wholly free and whose last free there an event shows complete (`lendable`, the same
+ * test as adoption's). The view belongs to the borrowing stream; its spans in the owner's segment
+ * are marked used as any stitch's are, so the owner cannot hand them out; no chunk is unmapped or
+ * changes home. When the block is freed, the spans in the borrower's own segments go back at once;
+ * the lent spans stay used (the grant `G_RETURNING`, its view in use) until an event recorded on
+ * the borrowing stream after the free has completed, the deferred free of Note [Deferred frees]
+ * completed by the allocator (`returnLent`, polled at frees and on the slow path; `emptyCache`
+ * waits for those events, as PyTorch's waits for its outstanding ones). Then the view is cached,
+ * and the next step's request finds it there with no driver call if the owner has the chunks free
+ * and done with again (`Stitcher.lendable`). A chunk partly lent (`cLent`) is never mapped whole
+ * into a new view of its owner: its lent part may still be touched by the borrower.
+ *
+ * Measured (bench/results/2026-12-03-cross-stream-lending.md): on random repeated three-stream
+ * steps at event latency 0-2, none of 2,000 per latency fails to settle (adoption: 71-146) and the
+ * peak is 7-10% lower; at latency 4 and 8 both leave a few in 2,000 (lending 5 and 1, adoption 15
+ * and 2). On the synthetic traces the driver calls fall by 12-73% and the second-half calls in 15
+ * of 20 cells (748 to 32 on one), but utilization is lower in 8 of them (by up to 4.8 points, at
+ * latency 0), and on gpt2_streams, the bundled multi-stream trace, lending makes 6 and 18
+ * second-half calls (latency 8, 0) where adoption makes none: the compute stream keeps reusing
+ * the chunks the others borrowed, so their views break and are stitched anew. Hence opt-in.
+ *
  * Chunks never used (fresh growth) carry the sequence number of the growth, so they too wait for
  * an event of their stream; that costs nothing but a little delay. On a single stream nothing of
  * this runs: no event is recorded, no free pays for it. The first time a second stream shows up,

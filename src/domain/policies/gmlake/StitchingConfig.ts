@@ -53,6 +53,10 @@
  *   adoption]). Single-stream work never reaches it; on gpt2_streams it lifts utilization from
  *   0.973 to 0.995 at event latencies 0-256, and is never worse than per-stream pools
  *   (bench/results/2026-12-02-cross-stream-latency.txt).
+ * - `crossStreamLending` off: lending instead of moving (Note [Cross-stream lending]) settles
+ *   repeated multi-stream steps that adoption moves back and forth for ever, but makes 6-18
+ *   second-half driver calls on gpt2_streams where adoption makes none
+ *   (bench/results/2026-12-03-cross-stream-lending.md).
  *
  * @since 0.1.0
  */
