@@ -71,9 +71,9 @@
  * into a new view of its owner: its lent part may still be touched by the borrower.
  *
  * Measured (bench/results/2026-12-03-cross-stream-lending.md): on random repeated three-stream
- * steps at event latency 0-2, none of 2,000 per latency fails to settle (adoption: 71-146) and the
- * peak is 7-10% lower; at latency 4 and 8 both leave a few in 2,000 (lending 5 and 1, adoption 15
- * and 2). On the synthetic traces the driver calls fall by 12-73% and the second-half calls in 15
+ * steps at event latency 0, none of 27,000 fails to settle (adoption: 146 of 2,000), and at 1-2
+ * at most 4 in 5,000 (adoption: 71-124 of 2,000), with a 7-10% lower peak; at latency 4 and 8
+ * both leave a few in 2,000 (lending 5 and 1, adoption 15 and 2). On the synthetic traces the driver calls fall by 12-73% and the second-half calls in 15
  * of 20 cells (748 to 32 on one), but utilization is lower in 8 of them (by up to 4.8 points, at
  * latency 0), and on gpt2_streams, the bundled multi-stream trace, lending makes 6 and 18
  * second-half calls (latency 8, 0) where adoption makes none: the compute stream keeps reusing
