@@ -34,6 +34,11 @@ if (file === undefined) {
   process.exit(2)
 }
 const lines: Array<Line> = readFileSync(file, "utf8").split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l))
+if (lines.length === 0) {
+  // an empty file must not read as "all ok"
+  console.log(`no replay in ${file}: nothing to check`)
+  process.exit(1)
+}
 let levels: Record<string, number> = {}
 try {
   if (process.argv[3] !== undefined) levels = JSON.parse(readFileSync(process.argv[3], "utf8")).levels ?? {}
