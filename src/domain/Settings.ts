@@ -20,7 +20,7 @@
  * - The stitching policy's tunables (gmlake), in the same snake_case: `split_bytes`,
  *   `reuse_limit`, `max_cached_stitched_bytes`, `allocate_and_stitch`, `min_partial_bytes`,
  *   `chunk_divisor`, `max_chunk_bytes`, `tail_chunk`, `min_stitch_saving_bytes`, `segment_bytes`, `placement`,
- *   `cross_stream`, `cross_stream_lending` (`StitchingConfig`, Note [One set of defaults]). Byte values take a size (`64MiB`) or a
+ *   `cross_stream`, `cross_stream_lending`, `cross_stream_moves` (`StitchingConfig`, Note [One set of defaults]). Byte values take a size (`64MiB`) or a
  *   plain number of bytes; booleans are `True`/`False` as in PyTorch.
  *
  * The text is split into entries (commas inside `[...]` stay in their entry), each entry's value
@@ -83,7 +83,8 @@ const stitchingKeys = {
   segment_bytes: "segmentBytes",
   placement: "placement",
   cross_stream: "crossStream",
-  cross_stream_lending: "crossStreamLending"
+  cross_stream_lending: "crossStreamLending",
+  cross_stream_moves: "crossStreamMoves"
 } as const satisfies Record<string, keyof StitchingConfig>
 
 /**
@@ -219,7 +220,8 @@ export const SettingsRecord = Schema.Struct({
   segment_bytes: Schema.optionalKey(Size),
   placement: Schema.optionalKey(Bool),
   cross_stream: Schema.optionalKey(Bool),
-  cross_stream_lending: Schema.optionalKey(Bool)
+  cross_stream_lending: Schema.optionalKey(Bool),
+  cross_stream_moves: Schema.optionalKey(Schema.Number)
 })
 
 const decodeRecord = Schema.decodeUnknownResult(SettingsRecord)

@@ -85,7 +85,7 @@ const pick = <K, V>(m: ReadonlyMap<K, V>, n: number): K | undefined => {
 }
 
 describe("cross-stream adoption when events fail", () => {
-  for (const lend of [false, true]) it(`${lend ? "lending" : "adoption"}: never maps a chunk into another stream before its last use there is known complete, whatever the events do`, () => {
+  for (const [name, lend, moves] of [["adoption", false, 0], ["lending", true, 0], ["one move then lending", true, 1]] as const) it(`${name}: never maps a chunk into another stream before its last use there is known complete, whatever the events do`, () => {
     let handovers = 0
     fc.assert(fc.property(prog, (p) => {
       const sim = new SimDriver({ eventLatency: p.latency, capacity: p.capacity })
@@ -96,7 +96,7 @@ describe("cross-stream adoption when events fail", () => {
       const streams = [0]
       for (let s = 1; s < p.streams; s++) streams.push(sim.streamCreate())
       const dead = new Set<number>()
-      const cfg = Result.getOrThrow(decodeStitchingConfig({ maxChunkBytes: p.chunk * MiB, chunkDivisor: 4, crossStreamLending: lend }))
+      const cfg = Result.getOrThrow(decodeStitchingConfig({ maxChunkBytes: p.chunk * MiB, chunkDivisor: 4, crossStreamLending: lend, crossStreamMoves: moves }))
       const a = makeAllocator("gmlake", port, { gmlake: cfg }, port) as any
       let core: any = a
       while (core.inner !== undefined) core = core.inner
@@ -154,7 +154,7 @@ describe("cross-stream adoption when events fail", () => {
         }
         core.checkIntegrity()
       }
-      handovers += lend ? core.nLentFrees : core.adoption?.nAdoptions ?? 0
+      handovers += (lend ? core.nLentFrees : 0) + (moves !== 0 || !lend ? core.adoption?.nAdoptions ?? 0 : 0)
       shadow.close()
     }), { numRuns: 200 })
     // the programs do move memory across streams (else the property says nothing)

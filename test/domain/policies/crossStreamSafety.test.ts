@@ -57,6 +57,7 @@ type Program = typeof programArb extends fc.Arbitrary<infer P> ? P : never
 
 const noCrossStream = Result.getOrThrow(decodeStitchingConfig({ crossStream: false }))
 const lending = Result.getOrThrow(decodeStitchingConfig({ crossStreamLending: true }))
+const moveThenLend = Result.getOrThrow(decodeStitchingConfig({ crossStreamLending: true, crossStreamMoves: 1 }))
 
 const pick = <K, V>(m: ReadonlyMap<K, V>, n: number): K | undefined => {
   if (m.size === 0) return undefined
@@ -159,6 +160,7 @@ export const runProgram = (
 const configurations: ReadonlyArray<readonly [string, PolicyOptions, "gmlake" | "caching" | "expandable"]> = [
   ["gmlake (default)", {}, "gmlake"],
   ["gmlake, lending (cross_stream_lending)", { gmlake: lending }, "gmlake"],
+  ["gmlake, one move then lending (cross_stream_moves:1)", { gmlake: moveThenLend }, "gmlake"],
   ["gmlake, one shared pool (crossStream adaptor)", { crossStream: true }, "gmlake"],
   ["caching, one shared pool (crossStream adaptor)", { crossStream: true }, "caching"],
   ["expandable (default)", {}, "expandable"]

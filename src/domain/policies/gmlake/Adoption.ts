@@ -125,6 +125,8 @@ export class Adoption {
   /** Evicts a view that maps a chunk being taken out (one closure per allocator, not per call). */
   private readonly evict = (view: number): void => this.stitcher.evict(view)
   private readonly shape: GrowthShape
+  /** Moves per chunk at most, or -1 for no limit (Note [Cross-stream lending]). */
+  private readonly moveLimit: number
   /** Per stream: its events in flight, oldest first, and their labels. */
   private readonly fifo: Array<Array<number> | undefined> = []
   private readonly labels: Array<Array<number> | undefined> = []
@@ -144,8 +146,10 @@ export class Adoption {
     chunks: ChunkPool,
     segments: Segments,
     stitcher: Stitcher,
-    shape: GrowthShape
+    shape: GrowthShape,
+    moveLimit = -1
   ) {
+    this.moveLimit = moveLimit
     this.port = port
     this.events = events
     this.chunks = chunks
@@ -316,6 +320,8 @@ export class Adoption {
   /** Whether chunk `c`, wholly free in a segment of `stream`, may move to another stream now. */
   private adoptable(c: number, stream: number): boolean {
     if ((this.chunks.cFreedAt[c] ?? 0) > (this.safe[stream] ?? -1)) return false
+    // Note [Cross-stream lending]: past its moves a chunk is only lent
+    if (this.moveLimit >= 0 && this.chunks.cMoves[c]! >= this.moveLimit) return false
     const vs = this.chunks.cViews[c]
     if (vs !== null && vs !== undefined) {
       const vLive = this.stitcher.vLive
@@ -453,6 +459,7 @@ export class Adoption {
     let prev = at > base ? map[(at - base) / g - 1]! : -1
     for (const c of ids) {
       chunks.cSeg[c] = seg
+      chunks.cMoves[c] = chunks.cMoves[c]! + 1
       chunks.cStart[c] = off
       map.fill(c, (off - base) / g, (off + chunks.cSize[c]! - base) / g)
       if (prev >= 0) chunks.cNext[prev] = c

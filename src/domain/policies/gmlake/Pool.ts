@@ -33,6 +33,8 @@ export class ChunkPool {
    * the chunk is mapped into no new view of its own stream, even where partly free.
    */
   readonly cLent: Array<number> = []
+  /** Times the chunk moved to another stream's segment (Note [Cross-stream lending]). */
+  readonly cMoves: Array<number> = []
   /** The sequence number of the latest free, bumped by the allocator at each. */
   freeSeq = 0
   private readonly chunkFreeIds: Array<number> = []
@@ -54,6 +56,7 @@ export class ChunkPool {
       this.cViews[c] = null
       this.cFreedAt[c] = this.freeSeq
       this.cLent[c] = 0
+      this.cMoves[c] = 0
     } else {
       c = this.cHandle.length
       this.cHandle.push(handle)
@@ -66,6 +69,7 @@ export class ChunkPool {
       this.cViews.push(null)
       this.cFreedAt.push(this.freeSeq)
       this.cLent.push(0)
+      this.cMoves.push(0)
     }
     this.reservedBytes += size
     return c

@@ -103,8 +103,10 @@ export class StitchingAllocator implements Allocator {
   private nReleased = 0
   /** Requests below this (a granule) never borrow (Note [Cross-stream lending]). */
   private readonly lendMin: number
-  /** Whether other streams' chunks are lent through views rather than moved. */
+  /** Whether other streams' chunks are lent through views (Note [Cross-stream lending]). */
   private readonly lending: boolean
+  /** With lending: moves per chunk before it is only lent (0: never moved); -1: no limit. */
+  private readonly moves: number
   /** Grants returning lent chunks: slot, the freeing stream, the free's number. */
   private readonly retSlot: Array<number> = []
   private readonly retStream: Array<number> = []
@@ -152,10 +154,11 @@ export class StitchingAllocator implements Allocator {
     })
     this.selection = new Selection(this.chunks, this.segments, Math.max(unit, config.minPartialBytes))
     this.pressure = new Pressure(port, this.chunks, this.segments, this.stitcher)
+    this.lending = config.crossStream && streams !== undefined && config.crossStreamLending
+    this.moves = this.lending ? config.crossStreamMoves : -1
     this.adoption = config.crossStream && streams !== undefined
-      ? new Adoption(port, streams, this.chunks, this.segments, this.stitcher, this.shape)
+      ? new Adoption(port, streams, this.chunks, this.segments, this.stitcher, this.shape, this.moves)
       : undefined
-    this.lending = this.adoption !== undefined && config.crossStreamLending
     this.lendMin = g
     if (this.lending) this.stitcher.lendable = this.adoption!.lendable
   }
@@ -503,7 +506,9 @@ export class StitchingAllocator implements Allocator {
     const x = pool.free.bestFit(rr)
     if (x >= 0) return this.grantPrimary(pool, x, rr, size)
     const sg = this.segments
-    const gathered = this.gather(pool, stream, rr)
+    // Note [Cross-stream lending]: where chunks may still move, moving comes before lending
+    const moveFirst = adopt && this.moves > 0 && this.adoption!.multi
+    const gathered = moveFirst ? this.selection.gather(pool) : this.gather(pool, stream, rr)
     if (gathered >= rr) return this.stitch(rr, size, stream)
     const g = sg.granule
     const seg = pool.segment
@@ -524,9 +529,11 @@ export class StitchingAllocator implements Allocator {
       growing = true
     }
     // Note [Cross-stream adoption]: before creating memory, take what other streams are done with.
-    if (adopt && !this.lending && this.adoption?.multi === true && this.adoption.adopt(pool, stream, growing ? grow : shortfall) > 0) {
+    if (adopt && this.moves !== 0 && this.adoption?.multi === true && this.adoption.adopt(pool, stream, growing ? grow : shortfall) > 0) {
       return this.acquire(pool, rr, size, stream, false)
     }
+    // nothing moved: what other streams can lend, then growth
+    if (moveFirst) return this.acquire(pool, rr, size, stream, false)
     if (growing) {
       // Note [Growth]: the free block at the growing end and the new chunks make one block.
       sg.grow(this.port, this.shape, pool, stream, grow, rr - frontier)

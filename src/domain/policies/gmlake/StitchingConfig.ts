@@ -120,7 +120,13 @@ export class StitchingConfig extends Schema.Class<StitchingConfig>("gmlake/Stitc
    * With `crossStream`: lend other streams' free chunks through views of the borrowing stream
    * instead of moving them (Note [Cross-stream lending]).
    */
-  crossStreamLending: withDefault(Bool, false)
+  crossStreamLending: withDefault(Bool, false),
+  /**
+   * With `crossStreamLending`: how many times a chunk may move to another stream (adoption) before
+   * it is only lent (0: only ever lent; 1 keeps gpt2_streams at no second-half call, Note
+   * [Cross-stream lending]). Without lending, moves are not limited.
+   */
+  crossStreamMoves: withDefault(Int(0, "must be a non-negative integer"), 0)
 }) {}
 
 /**
