@@ -1,6 +1,6 @@
 #!/bin/bash
 # Cross-stream lending on the GPU (Note [Cross-stream lending]): gpt2_streams and three synthetic
-# multi-stream traces replayed on the device with adoption (the default) and with lending, each with
+# multi-stream traces replayed on the device with adoption (the default), lending, and one move then lending, each with
 # the cross-stream byte check (--verify), then without it for the timing (--repeat 3), and on the
 # simulator at event latency 0 for the same decisions.
 # From the project root, on a machine with npm:
@@ -16,8 +16,10 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv
 for s in 1 4 5; do g generate --seed $s --steps 30 --out "$out/s$s-30.json.gz"; done
 for t in traces/gpt2_streams.json.gz "$out"/s1-30.json.gz "$out"/s4-30.json.gz "$out"/s5-30.json.gz; do
   n=$(basename "$t" .json.gz)
-  for mode in adoption lending; do
-    cfg=(); [ $mode = lending ] && cfg=(--config cross_stream_lending:True)
+  for mode in adoption lending move1; do
+    cfg=()
+    [ $mode = lending ] && cfg=(--config cross_stream_lending:True)
+    [ $mode = move1 ] && cfg=(--config cross_stream_lending:True,cross_stream_moves:1)
     echo "## $n $mode"
     g replay "$t" --policy gmlake --device cuda --verify --json "${cfg[@]}" > "$out/$n-$mode-verify.json"; echo "verify exit $?"
     g replay "$t" --policy gmlake --device cuda --repeat 3 --json "${cfg[@]}" > "$out/$n-$mode-cuda.json"; echo "cuda exit $?"
@@ -32,7 +34,7 @@ node -e '
   console.log("| trace | mode | verified | util | driver calls | second half | cuda peak = sim peak | replay ms (median of 3) |")
   console.log("| --- | --- | --- | --- | --- | --- | --- | --- |")
   const dir = process.argv[1]
-  for (const n of ["gpt2_streams", "s1-30", "s4-30", "s5-30"]) for (const m of ["adoption", "lending"]) {
+  for (const n of ["gpt2_streams", "s1-30", "s4-30", "s5-30"]) for (const m of ["adoption", "lending", "move1"]) {
     const p = (k) => path.join(dir, n + "-" + m + "-" + k + ".json")
     try {
       const v = rd(p("verify"))[0], c = rd(p("cuda")), s = rd(p("sim"))[0]

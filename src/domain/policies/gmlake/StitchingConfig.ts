@@ -55,8 +55,10 @@
  *   (bench/results/2026-12-02-cross-stream-latency.txt).
  * - `crossStreamLending` off: lending instead of moving (Note [Cross-stream lending]) settles
  *   repeated multi-stream steps that adoption moves back and forth for ever, but makes 6-18
- *   second-half driver calls on gpt2_streams where adoption makes none
- *   (bench/results/2026-12-03-cross-stream-lending.md).
+ *   second-half driver calls on gpt2_streams where adoption makes none, and can hold more than
+ *   per-stream pools while the device runs behind, which adoption never does
+ *   (bench/results/2026-12-03-cross-stream-lending.md). `crossStreamMoves` 0 with it: lending
+ *   settled more random steps than one move first, with less memory.
  *
  * @since 0.1.0
  */
