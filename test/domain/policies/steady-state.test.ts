@@ -104,6 +104,34 @@ describe("steady state: a repeated step makes no driver call once warmed up", ()
 const multiStep = stepOf(fc.record({ size: anySize, stream: fc.integer({ min: 0, max: 2 }) }))
   .map(({ items, events }) => ({ allocs: items, events }))
 
+/**
+ * Repeats step `s` ten times on three streams of a fresh simulated device; returns the driver
+ * calls of each repetition and the allocator.
+ */
+const repeatOnThreeStreams = (
+  policy: PolicyName,
+  gmlake: StitchingConfig,
+  s: { allocs: Array<{ size: number; stream: number }>; events: Array<number> },
+  latency: number
+) => {
+  const sim = new SimDriver({ eventLatency: latency })
+  const port = new MeteredPort(sim)
+  const streams = [0, sim.streamCreate(), sim.streamCreate()]
+  const a = makeAllocator(policy, port, { gmlake }, sim)
+  const calls: Array<number> = []
+  for (let n = 0; n < 10; n++) {
+    const before = port.totalCalls()
+    const live = new Map<number, BlockId>()
+    for (const e of s.events) {
+      sim.tick()
+      if (e >= 0) live.set(e, a.malloc(s.allocs[e]!.size, streams[s.allocs[e]!.stream]!))
+      else a.free(live.get(~e)!)
+    }
+    calls.push(port.totalCalls() - before)
+  }
+  return { calls, allocator: a }
+}
+
 describe("steady state on three streams, each keeping to its own memory", () => {
   // With cross-stream adoption on, gmlake does not always settle: chunks can move between two
   // streams and back every step, for ever (bench/results/2026-12-03-cross-stream-churn.md, a known
@@ -113,21 +141,7 @@ describe("steady state on three streams, each keeping to its own memory", () => 
     it(policy, () => {
       fc.assert(
         fc.property(multiStep, fc.constantFrom(0, 8), (s, latency) => {
-          const sim = new SimDriver({ eventLatency: latency })
-          const port = new MeteredPort(sim)
-          const streams = [0, sim.streamCreate(), sim.streamCreate()]
-          const a = makeAllocator(policy, port, { gmlake: perStream }, sim)
-          const calls: Array<number> = []
-          for (let n = 0; n < 10; n++) {
-            const before = port.totalCalls()
-            const live = new Map<number, BlockId>()
-            for (const e of s.events) {
-              sim.tick()
-              if (e >= 0) live.set(e, a.malloc(s.allocs[e]!.size, streams[s.allocs[e]!.stream]!))
-              else a.free(live.get(~e)!)
-            }
-            calls.push(port.totalCalls() - before)
-          }
+          const { calls } = repeatOnThreeStreams(policy, perStream, s, latency)
           expect(calls.slice(7)).toEqual([0, 0, 0])
         }),
         { numRuns: 200 }
@@ -149,21 +163,7 @@ describe("steady state on three streams, lending (cross_stream_lending)", () => 
     let lent = 0
     fc.assert(
       fc.property(multiStep, (s) => {
-        const sim = new SimDriver({ eventLatency: 0 })
-        const port = new MeteredPort(sim)
-        const streams = [0, sim.streamCreate(), sim.streamCreate()]
-        const a = makeAllocator("gmlake", port, { gmlake: lending }, sim)
-        const calls: Array<number> = []
-        for (let n = 0; n < 10; n++) {
-          const before = port.totalCalls()
-          const live = new Map<number, BlockId>()
-          for (const e of s.events) {
-            sim.tick()
-            if (e >= 0) live.set(e, a.malloc(s.allocs[e]!.size, streams[s.allocs[e]!.stream]!))
-            else a.free(live.get(~e)!)
-          }
-          calls.push(port.totalCalls() - before)
-        }
+        const { calls, allocator: a } = repeatOnThreeStreams("gmlake", lending, s, 0)
         expect(calls.slice(7)).toEqual([0, 0, 0])
         let core: unknown = a
         while ((core as { inner?: unknown }).inner !== undefined) core = (core as { inner: unknown }).inner

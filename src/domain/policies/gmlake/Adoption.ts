@@ -148,8 +148,13 @@ export class Adoption {
   private readonly lastFree: Array<number> = []
   /** Completed events kept to be recorded again (Note [Fewer events]). */
   private readonly spare: Array<number> = []
-  // scratch: candidate stretches (stream, from-chunk, bytes) and the chunks being moved
+  // scratch: candidate stretches as `foreignStretches` finds them and as (from-chunk, bytes), and
+  // the chunks being moved
+  private readonly found: Array<number> = []
   private readonly stretches: Array<number> = []
+  /** `adoptable` of a chunk in its own stream's segment (one closure per allocator). */
+  private readonly movable = (c: number): boolean =>
+    this.adoptable(c, this.segments.segStream[this.chunks.cSeg[c]!]!)
   private readonly moved: Array<number> = []
 
   constructor(
@@ -351,35 +356,18 @@ export class Adoption {
   adopt(pool: StreamPool, stream: number, target: number): number {
     const sg = this.segments
     const chunks = this.chunks
-    const stretches = this.stretches
-    stretches.length = 0
     for (let s = 0; s < sg.pools.length; s++) {
       const other = sg.pools[s]
-      if (s === stream || other === undefined || other.runBytes === 0) continue
-      this.catchUp(s)
-      for (let i = 0; i < other.free.length; i++) {
-        const x = other.free.idAt(i)
-        if (sg.bRun[x]! === 0) continue
-        const seg = sg.bSeg[x]!
-        const a = sg.bStart[x]!
-        sg.runOf(seg, a, a + sg.bSize[x]!)
-        const re = sg.re
-        let at = sg.rs
-        while (at < re) {
-          let c = sg.chunkAt(seg, at)
-          if (!this.adoptable(c, s)) {
-            at = chunks.end(c)
-            continue
-          }
-          const first = c
-          let bytes = 0
-          while (at < re && this.adoptable(c = sg.chunkAt(seg, at), s)) {
-            bytes += chunks.cSize[c]!
-            at = chunks.end(c)
-          }
-          stretches.push(first, bytes)
-        }
-      }
+      if (s !== stream && other !== undefined && other.runBytes > 0) this.catchUp(s)
+    }
+    const found = this.found
+    found.length = 0
+    sg.foreignStretches(stream, this.movable, found)
+    // as (first chunk, bytes) pairs, which the choice below zeroes as it takes them
+    const stretches = this.stretches
+    stretches.length = 0
+    for (let i = 0; i < found.length; i += 3) {
+      stretches.push(sg.chunkAt(sg.bSeg[found[i]!]!, found[i + 1]!), found[i + 2]! - found[i + 1]!)
     }
     if (stretches.length === 0) return 0
     // Note [Cross-stream adoption]: like a stitch (Note [Stitch selection]), the smallest stretch

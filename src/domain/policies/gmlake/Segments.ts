@@ -275,6 +275,33 @@ export class Segments {
     return re > rs ? re - rs : 0
   }
 
+  /**
+   * Appends to `out`, as (free block, from, to) triples, each longest stretch of whole free chunks
+   * that pass `ok` in the free blocks of the streams other than `stream` (what cross-stream
+   * adoption may move and lending may lend, Note [Cross-stream lending]). Slow path only.
+   */
+  foreignStretches(stream: number, ok: (c: number) => boolean, out: Array<number>): void {
+    const end = (c: number): number => this.cStart[c]! + this.cSize[c]!
+    for (let s = 0; s < this.pools.length; s++) {
+      const other = this.pools[s]
+      if (s === stream || other === undefined || other.runBytes === 0) continue
+      for (let i = 0; i < other.free.length; i++) {
+        const x = other.free.idAt(i)
+        if (this.bRun[x]! === 0) continue
+        const seg = this.bSeg[x]!
+        this.runOfBlock(x)
+        const re = this.re
+        let at = this.rs
+        while (at < re) {
+          const from = at
+          while (at < re && ok(this.chunkAt(seg, at))) at = end(this.chunkAt(seg, at))
+          if (at > from) out.push(x, from, at)
+          if (at < re) at = end(this.chunkAt(seg, at))
+        }
+      }
+    }
+  }
+
   // --- blocks ------------------------------------------------------------------------------------
 
   insertFree(b: number, run: number): void {

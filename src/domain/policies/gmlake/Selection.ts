@@ -70,6 +70,8 @@ export class Selection {
    */
   private readonly foreign = new Map<number, number>()
   private readonly foreignEnd = new Map<number, number>()
+  /** `gatherForeign`'s scratch: (block, from, to) triples. */
+  private readonly found: Array<number> = []
   /** The span `run` found. */
   private rs = 0
   private re = 0
@@ -300,35 +302,25 @@ export class Selection {
   gatherForeign(stream: number, lendable: (c: number) => boolean): number {
     const sg = this.segments
     const runIds = this.runIds
+    const found = this.found
+    found.length = 0
+    sg.foreignStretches(stream, lendable, found)
     let added = 0
-    for (let s = 0; s < sg.pools.length; s++) {
-      const other = sg.pools[s]
-      if (s === stream || other === undefined || other.runBytes === 0) continue
-      for (let i = 0; i < other.free.length; i++) {
-        const x = other.free.idAt(i)
-        if (sg.bRun[x]! === 0) continue
-        const seg = sg.bSeg[x]!
-        const a = sg.bStart[x]!
-        sg.runOf(seg, a, a + sg.bSize[x]!)
-        const re = sg.re
-        let at = sg.rs
-        let bestFrom = 0
-        let bestBytes = 0
-        while (at < re) {
-          const from = at
-          while (at < re && lendable(sg.chunkAt(seg, at))) at += this.cSize[sg.chunkAt(seg, at)]!
-          if (at - from > bestBytes) {
-            bestFrom = from
-            bestBytes = at - from
-          }
-          if (at < re) at += this.cSize[sg.chunkAt(seg, at)]!
-        }
-        if (bestBytes === 0) continue
-        this.foreign.set(x, bestFrom)
-        this.foreignEnd.set(x, bestFrom + bestBytes)
+    // a block's stretches come together, in address order: keep its first longest
+    for (let i = 0; i < found.length; i += 3) {
+      const x = found[i]!
+      const bytes = found[i + 2]! - found[i + 1]!
+      const from = this.foreign.get(x)
+      if (from === undefined) {
         runIds.push(x)
-        added += bestBytes
+        added += bytes
+      } else {
+        const kept = this.foreignEnd.get(x)! - from
+        if (bytes <= kept) continue
+        added += bytes - kept
       }
+      this.foreign.set(x, found[i + 1]!)
+      this.foreignEnd.set(x, found[i + 2]!)
     }
     if (added > 0) {
       // largest first, as `gather` sorts them (the search in `select` relies on it)
