@@ -8,6 +8,7 @@
 # over the same span.
 # From the project root, here: npm run bundle && bash <gpu-pack>/pack.sh dist/gpu/gmlake.mjs
 #   device run, carry [".gpu"]:  bash .gpu/run.sh bash bench/gpu/bill-rounds.sh "$OUT" [rounds]
+#   and, in the same call, tar "$OUT" into one file: the device tool returns only a few files.
 # Writes under $1: rounds.log, levels.json, replay-cuda.jsonl (warm runs only), summary.md.
 set -u
 out=${1:?output folder}

@@ -6,6 +6,7 @@
 # From the project root, on a machine with npm:
 #   npm run bundle && bash <gpu-pack>/pack.sh dist/gpu/gmlake.mjs
 #   then on the GPU machine (carry .gpu): bash .gpu/run.sh bash bench/gpu/lending.sh "$OUT"
+#   and, in the same call, tar "$OUT" into one file: the device tool returns only a few files.
 set -u
 out=${1:?output folder}
 mkdir -p "$out"

@@ -107,7 +107,11 @@ const MIB = 1024 * 1024
  * the measured driver time for 27 of the 30 trace, policy and run medians (worst 37%), against 25
  * of 30 at the model's own levels (worst 35%). The levels help, and the GPU's own drift bounds
  * them: within one run the host ran the same calls up to a third faster from one minute to the
- * next. The synthetic workload is a rough level: its tensors are small, and it measures the host
+ * next. Replayed with the traces interleaved in rounds instead (`bench/gpu/bill-rounds.sh`, each
+ * trace's medians over the whole run's span), one H200 run put every trace and policy within 7.5%
+ * at leave-one-out levels and within 11.2% at the model's own
+ * (`bench/results/2026-12-03-h200-lending/`): the misses above were the drift between traces, not
+ * the model. The synthetic workload is a rough level: its tensors are small, and it measures the host
  * of its own moment (set access 0.76 in one run, 1.11 in the next).
  * @category models
  */
