@@ -108,10 +108,10 @@ const MIB = 1024 * 1024
  * of 30 at the model's own levels (worst 35%). The levels help, and the GPU's own drift bounds
  * them: within one run the host ran the same calls up to a third faster from one minute to the
  * next. Replayed with the traces interleaved in rounds instead (`bench/gpu/bill-rounds.sh`, each
- * trace's medians over the whole run's span), one H200 run put every trace and policy within 7.5%
- * at leave-one-out levels and within 11.2% at the model's own
- * (`bench/results/2026-12-03-h200-lending/`): the misses above were the drift between traces, not
- * the model. The synthetic workload is a rough level: its tensors are small, and it measures the host
+ * trace's medians over the whole run's span), two H200 runs put every trace and policy within
+ * 7.5% and 11.1% at leave-one-out levels and within 11.2% and 22.6% at the model's own
+ * (`bench/results/2026-12-03-h200-lending/`, `bench/results/2026-12-03-h200-rounds/`): the misses
+ * above were the drift between traces, not the model. The synthetic workload is a rough level: its tensors are small, and it measures the host
  * of its own moment (set access 0.76 in one run, 1.11 in the next).
  * @category models
  */

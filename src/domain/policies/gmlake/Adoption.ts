@@ -89,8 +89,8 @@
  * the device runs behind, memory in transit is held by neither stream. Adoption was measured never
  * to hold more than per-stream pools at any latency (`bench/cross-stream-latency.ts`); lending
  * holds up to 0.8% more in one cell of it, one move then lending up to 2.5% in two. Lending is for
- * jobs whose steps do not settle with adoption; on an H200 such traces replayed 2.2-3.1x faster
- * with it, and the cross-stream byte check passed (`bench/results/2026-12-03-h200-lending/`).
+ * jobs whose steps do not settle with adoption; on an H200 such traces replayed 1.4-3.1x faster
+ * with it, and the cross-stream byte check passed (`bench/results/2026-12-03-h200-rounds/`).
  *
  * Chunks never used (fresh growth) carry the sequence number of the growth, so they too wait for
  * an event of their stream; that costs nothing but a little delay. On a single stream nothing of
