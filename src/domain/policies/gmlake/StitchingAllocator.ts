@@ -101,8 +101,6 @@ export class StitchingAllocator implements Allocator {
   readonly adoption: Adoption | undefined
 
   private nReleased = 0
-  /** Requests below this (a granule) never borrow (Note [Cross-stream lending]). */
-  private readonly lendMin: number
   /** Whether other streams' chunks are lent through views (Note [Cross-stream lending]). */
   private readonly lending: boolean
   /** With lending: moves per chunk before it is only lent (0: never moved); -1: no limit. */
@@ -159,7 +157,6 @@ export class StitchingAllocator implements Allocator {
     this.adoption = config.crossStream && streams !== undefined
       ? new Adoption(port, streams, this.chunks, this.segments, this.stitcher, this.shape, this.moves)
       : undefined
-    this.lendMin = g
     if (this.lending) this.stitcher.lendable = this.adoption!.lendable
   }
 
@@ -316,13 +313,17 @@ export class StitchingAllocator implements Allocator {
     return true
   }
 
-  /** Counts the chunks of other streams' spans `blks` (all foreign) as lent, `delta` each. */
-  private markLent(blks: ReadonlyArray<number>, delta: number): void {
+  /**
+   * Counts the chunks under spans `blks` that lie in segments of streams other than `stream` as
+   * lent, `delta` each (`cLent`).
+   */
+  private markLent(blks: ReadonlyArray<number>, stream: number, delta: number): void {
     const sg = this.segments
     const cLent = this.chunks.cLent
     for (let i = 0; i < blks.length; i++) {
       const b = blks[i]!
       const seg = sg.bSeg[b]!
+      if (sg.segStream[seg] === stream) continue
       const end = sg.bStart[b]! + sg.bSize[b]!
       for (let at = sg.bStart[b]!; at < end;) {
         const c = sg.chunkAt(seg, at)
@@ -330,15 +331,6 @@ export class StitchingAllocator implements Allocator {
         at = this.chunks.end(c)
       }
     }
-  }
-
-  /** After a view grant of `stream` claimed `blks`: the spans in other streams' segments are lent. */
-  private lendClaimed(blks: ReadonlyArray<number>, stream: number): void {
-    const sg = this.segments
-    const foreign = this.ownBlks
-    foreign.length = 0
-    for (let i = 0; i < blks.length; i++) if (sg.segStream[sg.bSeg[blks[i]!]!] !== stream) foreign.push(blks[i]!)
-    this.markLent(foreign, 1)
   }
 
   /**
@@ -365,7 +357,7 @@ export class StitchingAllocator implements Allocator {
       }
       any = true
       const blks = grants.blks[slot]!
-      this.markLent(blks, -1)
+      this.markLent(blks, streams[i]!, -1)
       this.chunks.freeSeq++
       for (let j = 0; j < blks.length; j++) {
         const whole = sg.wholeFreed
@@ -430,7 +422,7 @@ export class StitchingAllocator implements Allocator {
       if (v >= 0) {
         const off = stitcher.hitOff
         const blks = stitcher.take(pool, v, rr)
-        if (stitcher.vForeign[v] === 1) this.lendClaimed(blks, stream)
+        if (stitcher.vForeign[v] === 1) this.markLent(blks, stream, 1)
         const id = this.grants.make(stitcher.vBase[v]! + off, size, -1, blks, v)
         stitcher.vLive[v] = id
         return id
@@ -553,7 +545,8 @@ export class StitchingAllocator implements Allocator {
    */
   private gather(pool: StreamPool, stream: number, rr: number): number {
     const own = this.selection.gather(pool)
-    if (own >= rr || !this.lending || !this.adoption!.multi || rr < this.lendMin) return own
+    // requests under a granule never borrow: a whole chunk lent for each small tensor
+    if (own >= rr || !this.lending || !this.adoption!.multi || rr < this.segments.granule) return own
     return own + this.selection.gatherForeign(stream, this.adoption!.lendable)
   }
 
@@ -572,7 +565,7 @@ export class StitchingAllocator implements Allocator {
       blks.push(this.segments.carve(x, p - this.segments.bStart[x]!, take))
       need -= take
     }
-    if (this.stitcher.vForeign[v] === 1) this.lendClaimed(blks, stream)
+    if (this.stitcher.vForeign[v] === 1) this.markLent(blks, stream, 1)
     const id = this.grants.make(this.stitcher.vBase[v]! + off, size, -1, blks, v)
     this.stitcher.vLive[v] = id
     return id
