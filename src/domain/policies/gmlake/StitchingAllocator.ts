@@ -492,7 +492,12 @@ export class StitchingAllocator implements Allocator {
    * Off by default: on the bundled traces no threshold keeps every trace at 0.98 utilization while
    * it cuts the bill where the bill is high (llama1b_ckpt_varlen, 8 MiB: 5,576 calls to 2,991, 119 to
    * 38 in the second half, 0.9830 to 0.9747 utilization;
-   * `bench/results/2026-12-02-driver-bill-tradeoffs.md`).
+   * `bench/results/2026-12-02-driver-bill-tradeoffs.md`). Over a grid of 60 settings of this and
+   * the chunk-size keys, no setting keeps every bundled trace at 0.98 with the llama traces' calls
+   * near expandable segments'. One setting on the other side, 8 MiB with 256 MiB chunks and no tail
+   * chunk (fewer calls than expandable on every trace, higher utilization on four of the five),
+   * replays every trace on an H200 in 0.55-1.08x expandable's wall time (`bench/results/2026-12-03-settings-frontier.md`,
+   * `bench/results/2026-12-03-h200-frontier/`).
    */
   private acquire(pool: StreamPool, rr: number, size: number, stream: number, adopt = true): BlockId {
     const x = pool.free.bestFit(rr)
