@@ -7,8 +7,9 @@
 import { Effect, Result } from "effect"
 import { loadTrace } from "../src/trace/File.ts"
 import { replaySim } from "../src/replay/ReplayRunner.ts"
+import { secondHalfCalls } from "../src/cli/Render.ts"
 import { decodeStitchingConfig } from "../src/domain/policies/gmlake/StitchingConfig.ts"
-const half = (r: any) => r.timeline.slice(Math.floor(r.timeline.length / 2)).reduce((s: number, x: any) => s + x.driverCalls, 0)
+const half = secondHalfCalls
 const configs = (process.env.CFGS ?? '{"chunkDivisor":4};{"chunkDivisor":2};{"chunkDivisor":1}').split(";")
 console.log("| trace | setting | util | driver calls | second-half calls | driver ms (model) | expandable: util, calls, second half, ms |")
 console.log("| --- | --- | --- | --- | --- | --- | --- |")

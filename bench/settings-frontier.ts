@@ -9,7 +9,8 @@
  */
 import { Effect, Result } from "effect"
 import { loadTrace } from "../src/trace/File.ts"
-import { replaySim } from "../src/replay/ReplayRunner.ts"
+import { type ReplayReport, replaySim } from "../src/replay/ReplayRunner.ts"
+import { secondHalfCalls } from "../src/cli/Render.ts"
 import { parseSettings } from "../src/domain/Settings.ts"
 
 const grid: ReadonlyArray<ReadonlyArray<string>> = [
@@ -24,11 +25,7 @@ const settings = process.argv.length > 2 ? process.argv.slice(2) : product(grid)
 const traces = ["gpt2_fixed", "gpt2_streams", "gpt2_varlen", "llama1b_ckpt_varlen", "llama1b_lora_varlen"]
 
 interface Row { readonly util: number; readonly calls: number; readonly half: number }
-const rowOf = (r: any): Row => ({
-  util: r.utilization,
-  calls: r.driverCallsTotal,
-  half: r.timeline.slice(Math.floor(r.timeline.length / 2)).reduce((s: number, x: any) => s + x.driverCalls, 0)
-})
+const rowOf = (r: ReplayReport): Row => ({ util: r.utilization, calls: r.driverCallsTotal, half: secondHalfCalls(r) })
 
 const loaded = await Promise.all(traces.map((t) => Effect.runPromise(loadTrace(`traces/${t}.json.gz`))))
 const expandable: Array<Row> = []

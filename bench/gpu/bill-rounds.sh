@@ -13,10 +13,7 @@
 set -u
 out=${1:?output folder}
 rounds=${2:-5}
-mkdir -p "$out"
-exec > >(tee "$out/rounds.log") 2>&1
-echo "# $(date -u +%FT%TZ) $(uname -n)"
-nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv
+. bench/gpu/start.sh rounds.log
 SECONDS=0
 timeout 120 node .gpu/gmlake.mjs calibrate --device cuda --out "$out/levels.json"; echo "calibrate exit $? after ${SECONDS}s"
 levels=()

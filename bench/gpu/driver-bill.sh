@@ -10,10 +10,7 @@
 # gmlake with min_stitch_saving_bytes:8MiB: replay-cuda-saving.jsonl, summary-saving.md.
 set -u
 out=${1:?output folder}
-mkdir -p "$out"
-exec > >(tee "$out/bill.log") 2>&1
-echo "# $(date -u +%FT%TZ) $(uname -n) $(git rev-parse --short HEAD 2>/dev/null)"
-nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv
+. bench/gpu/start.sh bill.log
 echo "## calibration"
 SECONDS=0
 timeout 120 node .gpu/calibrate.mjs "$out/calibration.jsonl"; echo "exit $? after ${SECONDS}s"

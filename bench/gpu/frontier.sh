@@ -1,5 +1,6 @@
 #!/bin/bash
-# The two sides of the driver bill on the GPU (bench/results/2026-12-03-settings-frontier.md): the
+# The two sides of the driver bill on the GPU (bench/results/2026-12-03-h200-frontier/; the simulated
+# grid: bench/results/2026-12-03-settings-frontier.md): the
 # default settings and the settings that trade memory for driver calls, each replayed the way
 # bill-rounds.sh replays the default (traces interleaved in rounds, gmlake and expandable side by
 # side), the settings passed in GMLAKE_ALLOC_CONF.

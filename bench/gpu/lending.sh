@@ -9,11 +9,7 @@
 #   and, in the same call, tar "$OUT" into one file: the device tool returns only a few files.
 set -u
 out=${1:?output folder}
-mkdir -p "$out"
-g() { node .gpu/gmlake.mjs "$@"; }
-exec > >(tee "$out/run.log") 2>&1
-echo "# $(date -u +%FT%TZ) $(uname -n)"
-nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv
+. bench/gpu/start.sh run.log
 for s in 1 4 5; do g generate --seed $s --steps 30 --out "$out/s$s-30.json.gz"; done
 for t in traces/gpt2_streams.json.gz "$out"/s1-30.json.gz "$out"/s4-30.json.gz "$out"/s5-30.json.gz; do
   n=$(basename "$t" .json.gz)

@@ -13,13 +13,10 @@
 # Writes under $1: oversize.log, replay-<policy>.json, smi-<policy>[-control].csv, summary.txt.
 set -u
 out=${1:?output folder}
-mkdir -p "$out"
-exec > >(tee "$out/oversize.log") 2>&1
+. bench/gpu/start.sh oversize.log
 trace=bench/gpu/oversize.json
 device=${OVERSIZE_DEVICE:-cuda} # sim only to try the script without a GPU
 control=$out/oversize-control.json
-echo "# $(date -u +%FT%TZ) $(uname -n) $(git rev-parse --short HEAD 2>/dev/null)"
-nvidia-smi -i 0 --query-gpu=name,driver_version,memory.total,memory.used,memory.free --format=csv
 # The control: the trace less its 1 TB request (allocation 4).
 node -e '
   const t = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"))

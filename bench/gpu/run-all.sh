@@ -9,11 +9,7 @@
 # oversize/ (oversize.sh: the 1 TB request with nvidia-smi sampling).
 set -u
 out=${1:?output folder}
-mkdir -p "$out"
-g() { node .gpu/gmlake.mjs "$@"; }
-exec > >(tee "$out/run.log") 2>&1
-echo "# $(date -u +%FT%TZ) $(uname -n)"
-nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,memory.free --format=csv
+. bench/gpu/start.sh run.log
 SECONDS=0
 echo "## selftest"
 g selftest --device cuda; echo "exit $?"
